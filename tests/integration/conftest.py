@@ -1,0 +1,1 @@
+"""Fixtures for tests/integration (shared ones live in tests/conftest.py)."""

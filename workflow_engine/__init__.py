@@ -1,0 +1,79 @@
+"""workflow_engine: durable, typed, multi-stage workflows on Celery, Redis and Postgres.
+
+Importing this package loads none of celery, kombu, redis, sqlalchemy, psycopg, flask or django;
+the adapters that need them live in their own subpackages.
+"""
+
+from workflow_engine.clock import Clock, SystemClock
+from workflow_engine.definitions import (
+    CompletionCheck,
+    Stage,
+    StageContext,
+    StageResult,
+    StageStorage,
+    Suspend,
+    Workflow,
+    WorkflowBuilder,
+    WorkflowRegistry,
+    define_async_batch_stage,
+    define_stage,
+)
+from workflow_engine.errors import (
+    BlobNotFoundError,
+    IdempotencyInProgressError,
+    InvalidCommandError,
+    InvalidConfigError,
+    InvalidInputError,
+    InvalidStateError,
+    MissingStageOutputError,
+    NonRetryableError,
+    PayloadTooLargeError,
+    RunNotFoundError,
+    StageNotFoundError,
+    StaleVersionError,
+    WorkflowDefinitionError,
+    WorkflowEngineError,
+    WorkflowNotFoundError,
+)
+from workflow_engine.plugins import Plugin, PluginRunner, create_plugin_runner, define_plugin
+from workflow_engine.records import LogLevel
+from workflow_engine.status import Status
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlobNotFoundError",
+    "Clock",
+    "CompletionCheck",
+    "IdempotencyInProgressError",
+    "InvalidCommandError",
+    "InvalidConfigError",
+    "InvalidInputError",
+    "InvalidStateError",
+    "LogLevel",
+    "MissingStageOutputError",
+    "NonRetryableError",
+    "PayloadTooLargeError",
+    "Plugin",
+    "PluginRunner",
+    "RunNotFoundError",
+    "Stage",
+    "StageContext",
+    "StageNotFoundError",
+    "StageResult",
+    "StageStorage",
+    "StaleVersionError",
+    "Status",
+    "Suspend",
+    "SystemClock",
+    "Workflow",
+    "WorkflowBuilder",
+    "WorkflowDefinitionError",
+    "WorkflowEngineError",
+    "WorkflowNotFoundError",
+    "WorkflowRegistry",
+    "create_plugin_runner",
+    "define_async_batch_stage",
+    "define_plugin",
+    "define_stage",
+]

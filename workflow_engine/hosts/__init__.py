@@ -1,0 +1,1 @@
+"""Hosts drive the kernel: execute jobs and run the maintenance tick."""

@@ -1,0 +1,243 @@
+"""Commands the kernel dispatches, and their results.
+
+Each command is a small pydantic model whose ``type`` is the original engine's command type.
+Unknown fields are rejected, so a typo is an :class:`~workflow_engine.errors.InvalidCommandError`
+rather than a silently ignored option. Durations keep the original's ``*_ms`` integers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from workflow_engine.status import Status
+
+
+class Command(BaseModel):
+    """Base of every command: strict about unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Result(BaseModel):
+    """Base of every command result."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+# -- run.create -----------------------------------------------------------------------------------
+class RunCreate(Command):
+    """Insert a PENDING run (validated input and merged config). Idempotent by key."""
+
+    type: Literal["run.create"] = "run.create"
+    idempotency_key: str = Field(min_length=1)
+    workflow_id: str
+    input: Any = Field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    priority: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class RunCreateResult(Result):
+    workflow_run_id: str
+    status: Status
+
+
+# -- run.claimPending -----------------------------------------------------------------------------
+class RunClaimPending(Command):
+    """Claim up to ``max_claims`` PENDING runs, each in its own transaction, and enqueue group 1."""
+
+    type: Literal["run.claimPending"] = "run.claimPending"
+    worker_id: str
+    max_claims: int = Field(default=10, ge=0)
+
+
+class ClaimedRun(Result):
+    workflow_run_id: str
+    workflow_id: str
+    job_ids: list[str]
+
+
+class RunClaimPendingResult(Result):
+    claimed: list[ClaimedRun]
+
+
+# -- run.transition -------------------------------------------------------------------------------
+class RunTransition(Command):
+    """Advance a run to its next group, complete it, or fail it, once its current group settled."""
+
+    type: Literal["run.transition"] = "run.transition"
+    workflow_run_id: str
+
+
+class RunTransitionResult(Result):
+    action: Literal["advanced", "completed", "failed", "noop"]
+    next_group: int | None = None
+
+
+# -- run.cancel -----------------------------------------------------------------------------------
+class RunCancel(Command):
+    """Cancel a PENDING or RUNNING run, its open stages and its queued jobs."""
+
+    type: Literal["run.cancel"] = "run.cancel"
+    workflow_run_id: str
+    reason: str | None = None
+
+
+class RunCancelResult(Result):
+    cancelled: bool
+
+
+# -- run.rerunFrom --------------------------------------------------------------------------------
+class RunRerunFrom(Command):
+    """Re-run a COMPLETED or FAILED run from a stage's execution group onwards."""
+
+    type: Literal["run.rerunFrom"] = "run.rerunFrom"
+    workflow_run_id: str
+    from_stage_id: str
+    idempotency_key: str | None = None
+
+
+class RunRerunFromResult(Result):
+    workflow_run_id: str
+    from_stage_id: str
+    deleted_stages: list[str]
+
+
+# -- job.execute ----------------------------------------------------------------------------------
+class JobExecute(Command):
+    """Execute one stage of a run. Hosts pass ``job_id`` and ``lease_token`` to fence the result."""
+
+    type: Literal["job.execute"] = "job.execute"
+    workflow_run_id: str
+    workflow_id: str
+    stage_id: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    job_id: str | None = None
+    lease_token: str | None = None
+
+
+class JobExecuteResult(Result):
+    outcome: Literal["completed", "suspended", "failed"]
+    output: Any = None
+    error: str | None = None
+    next_poll_at: datetime | None = None
+    ghost: bool = False
+    retryable: bool | None = None
+
+
+# -- stage.pollSuspended --------------------------------------------------------------------------
+class StagePollSuspended(Command):
+    """Check due suspended stages; optionally only one run's (or one stage's)."""
+
+    type: Literal["stage.pollSuspended"] = "stage.pollSuspended"
+    max_checks: int = Field(default=50, ge=0)
+    workflow_run_id: str | None = None
+    stage_id: str | None = None
+
+
+class StagePollSuspendedResult(Result):
+    checked: int
+    resumed: int
+    failed: int
+    resumed_workflow_run_ids: list[str]
+
+
+# -- lease.reapStale ------------------------------------------------------------------------------
+class LeaseReapStale(Command):
+    """Release jobs whose lease expired; fail those whose attempts are used up."""
+
+    type: Literal["lease.reapStale"] = "lease.reapStale"
+    stale_threshold_ms: int = Field(default=300_000, ge=0)
+
+
+class LeaseReapStaleResult(Result):
+    released: int
+
+
+# -- run.reapStuck --------------------------------------------------------------------------------
+class RunReapStuck(Command):
+    """Recover or fail RUNNING runs with no activity (no live job, no suspended stage)."""
+
+    type: Literal["run.reapStuck"] = "run.reapStuck"
+    stuck_threshold_ms: int = Field(default=900_000, ge=0)
+
+
+class RunReapStuckResult(Result):
+    transitioned: int
+    failed: int
+
+
+# -- outbox.flush ---------------------------------------------------------------------------------
+class OutboxFlush(Command):
+    """Deliver up to ``max_events`` outbox events to the event sink, in order per run."""
+
+    type: Literal["outbox.flush"] = "outbox.flush"
+    max_events: int = Field(default=100, ge=0)
+
+
+class OutboxFlushResult(Result):
+    published: int
+
+
+# -- plugin.replayDLQ -----------------------------------------------------------------------------
+class PluginReplayDLQ(Command):
+    """Move up to ``max_events`` dead-lettered events back to the outbox."""
+
+    type: Literal["plugin.replayDLQ"] = "plugin.replayDLQ"
+    max_events: int = Field(default=100, ge=0)
+
+
+class PluginReplayDLQResult(Result):
+    replayed: int
+
+
+# -- retention.expire (ours) ----------------------------------------------------------------------
+class RetentionExpire(Command):
+    """Delete completed idempotency keys and published outbox events older than a retention."""
+
+    type: Literal["retention.expire"] = "retention.expire"
+    idempotency_key_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=0)
+    outbox_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=0)
+
+
+class RetentionExpireResult(Result):
+    idempotency_keys_deleted: int
+    outbox_events_deleted: int
+
+
+AnyCommand = Annotated[
+    RunCreate
+    | RunClaimPending
+    | RunTransition
+    | RunCancel
+    | RunRerunFrom
+    | JobExecute
+    | StagePollSuspended
+    | LeaseReapStale
+    | RunReapStuck
+    | OutboxFlush
+    | PluginReplayDLQ
+    | RetentionExpire,
+    Field(discriminator="type"),
+]
+
+COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
+
+COMMAND_TYPES: tuple[str, ...] = (
+    "run.create",
+    "run.claimPending",
+    "run.transition",
+    "run.cancel",
+    "run.rerunFrom",
+    "job.execute",
+    "stage.pollSuspended",
+    "lease.reapStale",
+    "run.reapStuck",
+    "outbox.flush",
+    "plugin.replayDLQ",
+    "retention.expire",
+)

@@ -1,0 +1,324 @@
+"""``job.execute``: run one stage in three phases (mark RUNNING, execute, record the result).
+
+No transaction is open while the stage's code runs. The result is recorded only if the run is
+still RUNNING and the stage still holds this execution's lease (``lease_token``), so a worker
+whose lease was taken over, or whose run was cancelled, has its late result discarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from workflow_engine.definitions.config import describe_validation_error
+from workflow_engine.definitions.stage import Suspend, to_timedelta
+from workflow_engine.definitions.workflow import StageNode, Workflow
+from workflow_engine.errors import RunNotFoundError
+from workflow_engine.kernel.commands import JobExecute, JobExecuteResult
+from workflow_engine.kernel.execution import (
+    Completed,
+    StageInputError,
+    call_user,
+    error_message,
+    is_retryable,
+    normalise_result,
+)
+from workflow_engine.kernel.outputs import (
+    WorkflowContext,
+    group_output,
+    load_output,
+    store_artifacts,
+    store_output,
+)
+from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope
+from workflow_engine.kernel.stage_context import build_context, parse_config, write_log
+from workflow_engine.records import LogLevel, NewStage, WorkflowRunRecord, WorkflowStageRecord
+from workflow_engine.status import Status
+
+_JSON = TypeAdapter(Any)
+
+
+def handle_job_execute(
+    command: JobExecute, runtime: Runtime, idempotency: Idempotency | None
+) -> JobExecuteResult:
+    workflow = runtime.workflow(command.workflow_id)
+    node = workflow.require_stage(command.stage_id)
+    run = runtime.persistence.get_run(command.workflow_run_id)
+    if run is None:
+        raise RunNotFoundError(command.workflow_run_id)
+    if run.status != Status.RUNNING:
+        return ghost(f"Run {run.id} is {run.status.value}, expected RUNNING — ghost job discarded")
+    existing = runtime.persistence.get_stage(run.id, node.stage.id)
+    if existing is not None and existing.status == Status.COMPLETED:
+        return JobExecuteResult(outcome="completed", output=load_output(runtime, existing))
+
+    started = runtime.now()
+    row = runtime.transaction(
+        lambda scope: _mark_running(scope, run, node, command.lease_token, started),
+        causation_id=command.idempotency_key,
+    )
+    if isinstance(row, JobExecuteResult):
+        return row
+    execution = _Execution(runtime, command, workflow, node, run, row, started, idempotency)
+    return execution.run()
+
+
+def ghost(reason: str) -> JobExecuteResult:
+    return JobExecuteResult(outcome="failed", ghost=True, error=reason, retryable=False)
+
+
+def _mark_running(
+    scope: Scope,
+    run: WorkflowRunRecord,
+    node: StageNode,
+    lease_token: str | None,
+    started: datetime,
+) -> WorkflowStageRecord | JobExecuteResult:
+    current = scope.tx.get_run(run.id)
+    if current is None or current.status != Status.RUNNING:
+        status = current.status.value if current else "deleted"
+        return ghost(f"Run {run.id} is {status}, expected RUNNING — ghost job discarded")
+    stage = node.stage
+    row = scope.tx.upsert_stage(
+        run.id,
+        stage.id,
+        create=NewStage(
+            workflow_run_id=run.id,
+            stage_id=stage.id,
+            stage_name=stage.name,
+            stage_number=node.index + 1,
+            execution_group=node.execution_group,
+            status=Status.RUNNING,
+            config=run.config.get(stage.id, {}),
+            started_at=started,
+            lease_token=lease_token,
+        ),
+        update={"status": Status.RUNNING, "started_at": started, "lease_token": lease_token},
+    )
+    scope.emit(
+        "stage:started",
+        run.id,
+        stage_id=stage.id,
+        stage_name=stage.name,
+        stage_number=row.stage_number,
+    )
+    return row
+
+
+def resolve_input(
+    workflow: Workflow[Any, Any],
+    node: StageNode,
+    run: WorkflowRunRecord,
+    context: Mapping[str, Any],
+) -> BaseModel:
+    """Group 1 gets the run's input; a later group gets the previous group's output."""
+    stage = node.stage
+    if node.execution_group == 1:
+        raw = run.input
+    else:
+        previous = [s.id for s in workflow.get_stages_in_execution_group(node.execution_group - 1)]
+        raw = group_output(context, previous)
+        if raw is None or (raw == {} and len(previous) > 1):
+            raise StageInputError(
+                f"Stage {stage.id} is missing the output of execution group "
+                f"{node.execution_group - 1} ({', '.join(previous)})"
+            )
+    try:
+        parsed: BaseModel = stage.input_model.model_validate(raw)
+        return parsed
+    except ValidationError as exc:
+        raise StageInputError(
+            f"Invalid input for stage {stage.id}: " + "; ".join(describe_validation_error(exc))
+        ) from None
+
+
+class _Execution:
+    """Phases 2 and 3 of one ``job.execute``."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        command: JobExecute,
+        workflow: Workflow[Any, Any],
+        node: StageNode,
+        run: WorkflowRunRecord,
+        row: WorkflowStageRecord,
+        started: datetime,
+        idempotency: Idempotency | None,
+    ) -> None:
+        self.runtime = runtime
+        self.command = command
+        self.workflow = workflow
+        self.stage = node.stage
+        self.node = node
+        self.run_record = run
+        self.row = row
+        self.started = started
+        self.idempotency = idempotency
+        self.progress_events: list[dict[str, Any]] = []
+
+    def run(self) -> JobExecuteResult:
+        try:
+            outcome = self._execute()
+            if isinstance(outcome, Suspend):
+                return self._record_suspension(outcome)
+            fields = store_output(self.runtime, self.run_record, self.stage.id, outcome.output)
+            fields["artifact_keys"] = store_artifacts(
+                self.runtime, self.run_record, self.stage.id, outcome.artifacts
+            )
+        except Exception as exc:
+            return self._record_failure(exc)
+        return self._record_completion(outcome, fields)
+
+    def _execute(self) -> Completed | Suspend:
+        runtime, stage = self.runtime, self.stage
+        stages = runtime.persistence.get_stages_by_run(self.run_record.id)
+        context = WorkflowContext(runtime, stages)
+        stage_input = resolve_input(self.workflow, self.node, self.run_record, context)
+        config_map = self.command.config or self.run_record.config
+        config = parse_config(runtime, stage, config_map.get(stage.id, {}), self.row)
+        ctx = build_context(
+            runtime,
+            run=self.run_record,
+            stage=stage,
+            stage_row=self.row,
+            input=stage_input,
+            config=config,
+            workflow_context=context,
+            progress_events=self.progress_events,
+        )
+        return normalise_result(stage, call_user(stage.execute, ctx))
+
+    def _duration_ms(self) -> int:
+        return int((self.runtime.now() - self.started).total_seconds() * 1000)
+
+    def _guarded(self, write: Any, result: JobExecuteResult) -> JobExecuteResult:
+        """Run ``write(scope)`` in a transaction only if this execution still owns the stage."""
+
+        def body(scope: Scope) -> JobExecuteResult:
+            reason = self._lost_ownership(scope)
+            if reason is not None:
+                scope.events.clear()
+                return ghost(reason)
+            scope.extend(self.progress_events)
+            write(scope)
+            return result
+
+        outcome = self.runtime.transaction(
+            body, causation_id=self.command.idempotency_key, idempotency=self.idempotency
+        )
+        return outcome
+
+    def _lost_ownership(self, scope: Scope) -> str | None:
+        run = scope.tx.get_run(self.run_record.id)
+        if run is None or run.status != Status.RUNNING:
+            status = run.status.value if run else "deleted"
+            return f"Run {self.run_record.id} is {status}, expected RUNNING — ghost job discarded"
+        current = scope.tx.get_stage_by_id(self.row.id)
+        if current is None or current.status != Status.RUNNING:
+            status = current.status.value if current else "deleted"
+            return f"Stage {self.stage.id} is {status}, expected RUNNING — stale result discarded"
+        token = self.command.lease_token
+        if token is not None and current.lease_token != token:
+            return (
+                f"Stage {self.stage.id} was taken over by a newer attempt — stale result discarded"
+            )
+        return None
+
+    def _record_failure(self, exc: Exception) -> JobExecuteResult:
+        message = error_message(exc)
+        stage = self.stage
+
+        def write(scope: Scope) -> None:
+            scope.tx.update_stage(
+                self.row.id,
+                status=Status.FAILED,
+                completed_at=self.runtime.now(),
+                duration=self._duration_ms(),
+                error_message=message,
+            )
+            scope.emit(
+                "stage:failed",
+                self.run_record.id,
+                stage_id=stage.id,
+                stage_name=stage.name,
+                error=message,
+            )
+
+        result = self._guarded(
+            write,
+            JobExecuteResult(outcome="failed", error=message, retryable=is_retryable(exc)),
+        )
+        if not result.ghost:
+            write_log(
+                self.runtime, self.row, LogLevel.ERROR, f"Stage {stage.id} failed: {message}", {}
+            )
+        return result
+
+    def _record_suspension(self, suspend: Suspend) -> JobExecuteResult:
+        runtime, stage, run = self.runtime, self.stage, self.run_record
+        now = runtime.now()
+        poll_interval = to_timedelta(suspend.poll_interval)
+        next_poll_at = suspend.next_poll_at or now + poll_interval
+        state = _JSON.dump_python(dict(suspend.state), mode="json")
+        runtime.check_payload(f"The suspended state of stage {stage.id}", state)
+
+        def write(scope: Scope) -> None:
+            scope.tx.update_stage(
+                self.row.id,
+                status=Status.SUSPENDED,
+                suspended_state=state,
+                next_poll_at=next_poll_at,
+                poll_interval=_ms(poll_interval),
+                max_wait_until=now + to_timedelta(suspend.max_wait),
+                metrics=dict(suspend.metrics) or None,
+            )
+            scope.emit(
+                "stage:suspended",
+                run.id,
+                stage_id=stage.id,
+                stage_name=stage.name,
+                next_poll_at=next_poll_at,
+            )
+            scope.emit("workflow:suspended", run.id, stage_id=stage.id)
+            runtime.schedule_after_commit(
+                scope.tx,
+                "stage.pollSuspended",
+                {"workflow_run_id": run.id, "stage_id": stage.id},
+                next_poll_at,
+            )
+
+        return self._guarded(
+            write, JobExecuteResult(outcome="suspended", next_poll_at=next_poll_at)
+        )
+
+    def _record_completion(self, outcome: Completed, fields: dict[str, Any]) -> JobExecuteResult:
+        stage = self.stage
+        duration = self._duration_ms()
+
+        def write(scope: Scope) -> None:
+            scope.tx.update_stage(
+                self.row.id,
+                status=Status.COMPLETED,
+                completed_at=self.runtime.now(),
+                duration=duration,
+                metrics=dict(outcome.metrics) or None,
+                error_message=None,
+                **fields,
+            )
+            scope.emit(
+                "stage:completed",
+                self.run_record.id,
+                stage_id=stage.id,
+                stage_name=stage.name,
+                duration=duration,
+            )
+
+        return self._guarded(write, JobExecuteResult(outcome="completed", output=outcome.output))
+
+
+def _ms(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)

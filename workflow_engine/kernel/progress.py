@@ -1,0 +1,200 @@
+"""Moving a run between execution groups: shared by transition, claim, rerun and the reapers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from workflow_engine.definitions.stage import Stage
+from workflow_engine.definitions.workflow import Workflow
+from workflow_engine.errors import StaleVersionError
+from workflow_engine.kernel.commands import RunTransitionResult
+from workflow_engine.kernel.outputs import WorkflowContext, group_output
+from workflow_engine.kernel.runtime import Scope
+from workflow_engine.records import LogLevel, NewJob, NewStage, WorkflowRunRecord
+from workflow_engine.status import ACTIVE_STAGE_STATUSES, TERMINAL_RUN_STATUSES, Status
+
+NOOP = RunTransitionResult(action="noop")
+
+
+def enqueue_stages(
+    scope: Scope, run: WorkflowRunRecord, stages: Sequence[Stage[Any, Any, Any]]
+) -> list[str]:
+    """Enqueue one job per stage, joined to the scope's transaction."""
+    if not stages:
+        return []
+    options = scope.runtime.options
+    jobs = [
+        NewJob(
+            workflow_run_id=run.id,
+            workflow_id=run.workflow_id,
+            stage_id=stage.id,
+            priority=run.priority,
+            payload={"config": run.config},
+            max_attempts=stage.max_attempts or options.default_max_attempts,
+            queue=stage.queue,
+        )
+        for stage in stages
+    ]
+    return scope.runtime.job_transport.enqueue_parallel(jobs, tx=scope.tx)
+
+
+def prepare_group(
+    scope: Scope,
+    run: WorkflowRunRecord,
+    workflow: Workflow[Any, Any],
+    group: int,
+    attempt: int,
+) -> list[str]:
+    """Upsert PENDING rows for a group's stages and enqueue those that are PENDING."""
+    to_enqueue = []
+    for stage in workflow.get_stages_in_execution_group(group):
+        node = workflow.require_stage(stage.id)
+        row = scope.tx.upsert_stage(
+            run.id,
+            stage.id,
+            create=NewStage(
+                workflow_run_id=run.id,
+                stage_id=stage.id,
+                stage_name=stage.name,
+                stage_number=node.index + 1,
+                execution_group=group,
+                attempt=attempt,
+                config=run.config.get(stage.id, {}),
+            ),
+            update={},
+        )
+        if row.status == Status.PENDING:
+            to_enqueue.append(stage)
+    return enqueue_stages(scope, run, to_enqueue)
+
+
+def claim_run_version(scope: Scope, run: WorkflowRunRecord) -> WorkflowRunRecord | None:
+    """Version-guarded touch of the run: the loser of two concurrent deciders gets ``None``."""
+    try:
+        return scope.tx.update_run(run.id, expected_version=run.version)
+    except StaleVersionError:
+        return None
+
+
+def fail_run(
+    scope: Scope,
+    run: WorkflowRunRecord,
+    message: str,
+    *,
+    code: str | None = None,
+    expected_version: int | None = None,
+    **details: Any,
+) -> WorkflowRunRecord:
+    """Mark the run FAILED with a stored reason, an ERROR log line and ``workflow:failed``."""
+    output = {"error": {"code": code, "message": message, **details}} if code else run.output
+    failed = scope.tx.update_run(
+        run.id,
+        expected_version=expected_version,
+        status=Status.FAILED,
+        completed_at=scope.runtime.now(),
+        error_message=message,
+        output=output,
+    )
+    scope.tx.create_log(
+        level=LogLevel.ERROR, message=f"Workflow failed: {message}", workflow_run_id=run.id
+    )
+    scope.emit("workflow:failed", run.id, error=message)
+    return failed
+
+
+def transition_run(scope: Scope, run_id: str) -> RunTransitionResult:
+    """Decide what a run does next, once no stage of its current group is active."""
+    tx = scope.tx
+    run = tx.get_run(run_id)
+    if run is None or run.status in TERMINAL_RUN_STATUSES or run.status != Status.RUNNING:
+        return NOOP
+    workflow = scope.runtime.registry.get_workflow(run.workflow_id)
+    if workflow is None:
+        return NOOP
+    stages = tx.get_stages_by_run(run.id)
+    if not stages:
+        if claim_run_version(scope, run) is None:
+            return NOOP
+        prepare_group(scope, run, workflow, 1, 0)
+        scope.emit("workflow:started", run.id)
+        return RunTransitionResult(action="advanced", next_group=1)
+    if any(stage.status in ACTIVE_STAGE_STATUSES for stage in stages):
+        return NOOP
+
+    failed = [stage for stage in stages if stage.status in (Status.FAILED, Status.CANCELLED)]
+    if failed:
+        jobs = scope.runtime.job_transport.get_jobs_by_workflow_run(run.id)
+        retrying = {
+            job.stage_id
+            for job in jobs
+            if job.status == Status.RUNNING or (job.status == Status.PENDING and job.attempt > 0)
+        }
+        final = [stage for stage in failed if stage.stage_id not in retrying]
+        if not final:
+            return NOOP
+        if claim_run_version(scope, run) is None:
+            return NOOP
+        run = tx.get_run(run.id) or run
+        fail_run(scope, run, final[0].error_message or "Stage failed")
+        return RunTransitionResult(action="failed")
+
+    max_group = max(stage.execution_group for stage in stages)
+    attempt = max(stage.attempt for stage in stages)
+    if max_group < workflow.group_count:
+        if claim_run_version(scope, run) is None:
+            return NOOP
+        prepare_group(scope, run, workflow, max_group + 1, attempt)
+        return RunTransitionResult(action="advanced", next_group=max_group + 1)
+    return complete_run(scope, run, workflow, stages, max_group)
+
+
+def complete_run(
+    scope: Scope,
+    run: WorkflowRunRecord,
+    workflow: Workflow[Any, Any],
+    stages: Sequence[Any],
+    last_group: int,
+) -> RunTransitionResult:
+    """Store the final output and totals and mark the run COMPLETED."""
+    context = WorkflowContext(scope.runtime, stages)
+    last_ids = [stage.id for stage in workflow.get_stages_in_execution_group(last_group)]
+    output = group_output(context, last_ids)
+    total_cost = sum(_metric(stage.metrics, "total_cost", "totalCost") for stage in stages)
+    total_tokens = int(
+        sum(_metric(stage.metrics, "total_tokens", "totalTokens") for stage in stages)
+    )
+    now = scope.runtime.now()
+    duration = int((now - run.created_at).total_seconds() * 1000)
+    try:
+        scope.tx.update_run(
+            run.id,
+            expected_version=run.version,
+            status=Status.COMPLETED,
+            completed_at=now,
+            duration=duration,
+            output=output,
+            total_cost=total_cost,
+            total_tokens=total_tokens,
+        )
+    except StaleVersionError:
+        return NOOP
+    scope.emit(
+        "workflow:completed",
+        run.id,
+        duration=duration,
+        output=output,
+        total_cost=total_cost,
+        total_tokens=total_tokens,
+    )
+    return RunTransitionResult(action="completed")
+
+
+def _metric(metrics: dict[str, Any] | None, *names: str) -> float:
+    if not metrics:
+        return 0.0
+    for name in names:
+        value = metrics.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return 0.0

@@ -1,0 +1,160 @@
+"""What every handler works with: the ports, the options, and transactional scopes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from workflow_engine.clock import Clock
+from workflow_engine.definitions.workflow import Workflow
+from workflow_engine.errors import PayloadTooLargeError, WorkflowNotFoundError
+from workflow_engine.kernel.events import make_event
+from workflow_engine.ports import (
+    BlobStore,
+    EventSink,
+    JobTransport,
+    Persistence,
+    Registry,
+    Scheduler,
+)
+from workflow_engine.records import NewOutboxEvent
+
+T = TypeVar("T")
+
+logger = logging.getLogger("workflow_engine.kernel")
+
+
+@dataclass(frozen=True)
+class KernelOptions:
+    """Tunables of one kernel (see :func:`workflow_engine.kernel.create_kernel`)."""
+
+    max_payload_bytes: int = 10 * 1024 * 1024
+    inline_output_max_bytes: int = 64 * 1024
+    idempotency_stale_in_progress_ms: float | None = 600_000
+    outbox_claim_ms: int = 60_000
+    default_max_attempts: int = 3
+
+
+@dataclass
+class Idempotency:
+    """The idempotency key a dispatch holds, and whether it was completed yet."""
+
+    key: str
+    command_type: str
+    completed: bool = False
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The kernel's ports and options, shared by every handler."""
+
+    persistence: Persistence
+    blob_store: BlobStore
+    job_transport: JobTransport
+    event_sink: EventSink
+    scheduler: Scheduler | None
+    clock: Clock
+    registry: Registry
+    options: KernelOptions
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def workflow(self, workflow_id: str) -> Workflow[Any, Any]:
+        workflow = self.registry.get_workflow(workflow_id)
+        if workflow is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return workflow
+
+    def transaction(
+        self,
+        fn: Callable[[Scope], T],
+        *,
+        causation_id: str | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> T:
+        """Run ``fn`` in one transaction; its events go to the outbox in that transaction.
+
+        With ``idempotency``, the result is stored under the key in the same transaction.
+        """
+
+        def body(tx: Persistence) -> T:
+            scope = Scope(self, tx, causation_id or uuid.uuid4().hex)
+            result = fn(scope)
+            scope.write_events()
+            if idempotency is not None:
+                scope.complete_idempotency(idempotency, result)
+            return result
+
+        return self.persistence.with_transaction(body)
+
+    def check_payload(self, what: str, value: Any) -> int:
+        """Size of ``value`` as JSON; raise ``PayloadTooLargeError`` over the limit."""
+        size = json_size(value)
+        if size > self.options.max_payload_bytes:
+            raise PayloadTooLargeError(what, size, self.options.max_payload_bytes)
+        return size
+
+    def schedule_after_commit(
+        self, tx: Persistence, command_type: str, payload: dict[str, Any], run_at: datetime
+    ) -> None:
+        """Ask the scheduler for a deferred command once ``tx`` commits (best effort)."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        correlation_id = ":".join(str(value) for value in payload.values())
+
+        def schedule() -> None:
+            try:
+                scheduler.schedule(command_type, payload, run_at, correlation_id)
+            except Exception:  # the maintenance tick is the safety net
+                logger.warning("could not schedule %s %s", command_type, payload, exc_info=True)
+
+        tx.after_commit(schedule)
+
+
+@dataclass
+class Scope:
+    """One transaction of one handler: the bound persistence and the events it produced."""
+
+    runtime: Runtime
+    tx: Persistence
+    causation_id: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def emit(self, event_type: str, workflow_run_id: str, **fields: Any) -> None:
+        self.events.append(make_event(event_type, workflow_run_id, self.runtime.now(), **fields))
+
+    def extend(self, events: list[dict[str, Any]]) -> None:
+        self.events.extend(events)
+
+    def write_events(self) -> None:
+        if not self.events:
+            return
+        rows = [
+            NewOutboxEvent(
+                workflow_run_id=event["workflow_run_id"],
+                event_type=event["type"],
+                payload=event,
+                causation_id=self.causation_id,
+                occurred_at=datetime.fromisoformat(event["timestamp"]),
+            )
+            for event in self.events
+        ]
+        self.tx.append_outbox_events(rows)
+        self.events = []
+
+    def complete_idempotency(self, idempotency: Idempotency, result: Any) -> None:
+        stored = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
+        self.tx.complete_idempotency_key(idempotency.key, idempotency.command_type, stored)
+        idempotency.completed = True
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())

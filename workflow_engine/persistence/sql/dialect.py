@@ -1,0 +1,261 @@
+"""Engines for the two supported databases, and how each one opens a transaction.
+
+Postgres needs nothing special. Write paths that are one statement run in autocommit (one
+round trip: psycopg sends ``BEGIN`` as a separate command otherwise); the claim and dequeue
+statements lock with ``FOR UPDATE SKIP LOCKED``. Behind PgBouncer (transaction pooling) the
+adapters keep no session state: advisory locks are transaction-level only, and psycopg's
+server-side prepared statements can be turned off with ``prepare_threshold=None``.
+
+SQLite has no row locks, so a writer must own the database before it reads what it is about
+to change. Every transaction the adapters (and anyone else on a configured engine) open is
+``BEGIN IMMEDIATE``, which takes the write lock at once: a select-then-update inside it can
+never race another writer, and two writers queue on the busy timeout instead of failing with
+``SQLITE_BUSY`` half-way. Read-only work asks for a deferred ``BEGIN`` instead
+(:data:`READ_OPTIONS`), which in WAL mode neither waits for nor blocks the writer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "ConnectionSource",
+    "Transaction",
+    "configure_engine",
+    "create_engine",
+    "create_postgres_engine",
+    "create_sqlite_engine",
+    "current_transaction",
+    "is_postgres",
+    "same_database",
+    "transaction",
+]
+
+#: How long a SQLite writer waits for the write lock before giving up.
+BUSY_TIMEOUT_S = 30.0
+
+_BEGIN_OPTION = "workflow_engine_sqlite_begin"
+_CONFIGURED_KEY = "workflow_engine_sqlite_configured"
+
+#: Execution options of a read-only connection, per dialect.
+READ_OPTIONS: dict[str, dict[str, Any]] = {
+    "postgresql": {"isolation_level": "AUTOCOMMIT"},
+    "sqlite": {_BEGIN_OPTION: "BEGIN"},
+}
+
+
+def is_postgres(engine: Engine | Connection) -> bool:
+    """Whether ``engine`` talks to Postgres (otherwise it is SQLite)."""
+    return engine.dialect.name == "postgresql"
+
+
+def _sqlite_pragmas(dbapi_connection: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # The busy timeout first, so that switching to WAL waits for a concurrent opener.
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() not in ("wal", "memory"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe in WAL
+        cursor.execute("PRAGMA foreign_keys = ON")  # per connection; cascades need it
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    """Emit our own BEGIN (sqlite3's implicit one cannot say IMMEDIATE)."""
+    fairy = conn.connection
+    dbapi_connection = fairy.dbapi_connection
+    if not fairy.info.get(_CONFIGURED_KEY):
+        # Done here rather than on "connect" so that connections pooled before the engine
+        # was configured are set up too.
+        dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+        _sqlite_pragmas(dbapi_connection)
+        fairy.info[_CONFIGURED_KEY] = True
+    statement = conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN IMMEDIATE")
+    conn.exec_driver_sql(statement)
+
+
+def configure_engine(engine: Engine) -> Engine:
+    """Prepare a user-made engine for the adapters (idempotent); return it.
+
+    SQLite: WAL, a busy timeout, foreign keys, and ``BEGIN IMMEDIATE`` transactions.
+    Postgres: nothing. Other databases are refused.
+    """
+    name = engine.dialect.name
+    if name == "sqlite":
+        if not event.contains(engine, "begin", _sqlite_on_begin):
+            event.listen(engine, "begin", _sqlite_on_begin)
+    elif name != "postgresql":
+        raise ValueError(f"unsupported database {name!r}: use Postgres or SQLite")
+    return engine
+
+
+def create_sqlite_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine on a SQLite file, configured by :func:`configure_engine`.
+
+    In-memory databases are not supported: the adapters read on a second connection while a
+    transaction is open, and each ``:memory:`` connection is its own database.
+    """
+    connect_args = {"timeout": BUSY_TIMEOUT_S, **kwargs.pop("connect_args", {})}
+    return configure_engine(sa.create_engine(url, connect_args=connect_args, **kwargs))
+
+
+def create_postgres_engine(
+    url: str | URL,
+    *,
+    prepare_threshold: int | None = 5,
+    pool_pre_ping: bool = True,
+    **kwargs: Any,
+) -> Engine:
+    """An engine on Postgres through psycopg 3.
+
+    ``prepare_threshold``: after how many runs psycopg prepares a statement server-side;
+    ``None`` never does (needed behind PgBouncer < 1.21 in transaction mode).
+    ``pool_pre_ping`` checks each pooled connection before use, so a restarted server costs
+    no failed command. Other keyword arguments go to :func:`sqlalchemy.create_engine`
+    (``pool_size``, ``max_overflow``, ``pool_recycle``, ...).
+    """
+    url = _psycopg_url(make_url(url))
+    connect_args = {"prepare_threshold": prepare_threshold, **kwargs.pop("connect_args", {})}
+    engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=pool_pre_ping, **kwargs)
+    return configure_engine(engine)
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine for a ``postgresql://`` or ``sqlite:///`` URL, ready for the adapters."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return create_sqlite_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "postgresql":
+        return create_postgres_engine(parsed, **kwargs)
+    raise ValueError(f"unsupported database URL {parsed!r}: use postgresql:// or sqlite:///")
+
+
+def _psycopg_url(url: URL) -> URL:
+    """``postgresql://`` means psycopg 3 here (psycopg2 is not a dependency)."""
+    if url.drivername in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def same_database(a: Engine, b: Engine) -> bool:
+    """Whether two engines reach the same database (so one transaction can span both)."""
+    return a is b or _database_key(a) == _database_key(b)
+
+
+@dataclass
+class Transaction:
+    """An open write transaction and what to run once it commits."""
+
+    connection: Connection
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def run_callbacks(self) -> None:
+        """Run every callback; re-raise the first failure once all have run."""
+        first_error: Exception | None = None
+        for callback in self.callbacks:
+            try:
+                callback()
+            except Exception as error:
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
+
+
+_local = threading.local()
+
+
+def _database_key(engine: Engine) -> tuple[Any, ...]:
+    url = engine.url
+    return (url.get_backend_name(), url.host, url.port, url.database)
+
+
+def _active() -> dict[tuple[Any, ...], Transaction]:
+    active: dict[tuple[Any, ...], Transaction] | None = getattr(_local, "active", None)
+    if active is None:
+        active = _local.active = {}
+    return active
+
+
+def current_transaction(engine: Engine) -> Transaction | None:
+    """This thread's open transaction on ``engine``'s database, if any."""
+    return _active().get(_database_key(engine))
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Transaction]:
+    """Open a write transaction, or join this thread's open one on the same database.
+
+    Joining is per thread and per database, so anything the thread does on that database
+    while the transaction is open is part of it: it sees its own writes, and on SQLite a
+    second connection never waits for a write lock its own thread holds. The outermost block
+    commits, then runs the ``after_commit`` callbacks; an exception rolls back and drops them.
+    """
+    current = current_transaction(engine)
+    if current is not None:
+        yield current
+        return
+    key = _database_key(engine)
+    with engine.begin() as conn:
+        tx = Transaction(conn)
+        _active()[key] = tx
+        try:
+            yield tx
+        finally:
+            del _active()[key]
+    tx.run_callbacks()
+
+
+class ConnectionSource:
+    """Hands out connections: the open transaction's if there is one, else a short-lived one."""
+
+    def __init__(self, engine: Engine, tx: Transaction | None = None) -> None:
+        self.engine = configure_engine(engine)
+        self.tx = tx
+        self.postgres = is_postgres(engine)
+        self._read_options = READ_OPTIONS[engine.dialect.name]
+
+    def joined(self) -> Connection | None:
+        """The connection of the bound or this thread's open transaction, if any."""
+        tx = self.tx or current_transaction(self.engine)
+        return tx.connection if tx is not None else None
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A connection in a write transaction, committed on exit (or the joined one)."""
+        with transaction(self.engine) as tx:
+            yield tx.connection
+
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A connection for one writing statement: autocommit on Postgres (one round trip)."""
+        joined = self.joined()
+        if joined is not None:
+            yield joined
+        elif self.postgres:
+            with self.engine.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading: never takes SQLite's write lock."""
+        joined = self.joined()
+        if joined is not None:
+            yield joined
+            return
+        with self.engine.connect() as conn:
+            yield conn.execution_options(**self._read_options)

@@ -1,0 +1,583 @@
+"""The :class:`~workflow_engine.ports.Persistence` port on Postgres and SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from workflow_engine.clock import Clock, SystemClock
+from workflow_engine.errors import RecordNotFoundError, StaleVersionError
+from workflow_engine.persistence.sql import queries
+from workflow_engine.persistence.sql.dialect import (
+    ConnectionSource,
+    Transaction,
+    current_transaction,
+    transaction,
+)
+from workflow_engine.persistence.sql.tables import (
+    idempotency_keys,
+    outbox_events,
+    workflow_logs,
+    workflow_runs,
+    workflow_stages,
+)
+from workflow_engine.persistence.sql.types import new_id
+from workflow_engine.persistence.sql.values import (
+    DEFAULT_MAX_JSON_BYTES,
+    check_changes,
+    json_value,
+)
+from workflow_engine.ports import Persistence
+from workflow_engine.records import (
+    IdempotencyAcquire,
+    LogLevel,
+    NewOutboxEvent,
+    NewRun,
+    NewStage,
+    OutboxEventRecord,
+    WorkflowLogRecord,
+    WorkflowRunRecord,
+    WorkflowStageRecord,
+)
+from workflow_engine.status import Status
+
+__all__ = ["SqlPersistence"]
+
+T = TypeVar("T")
+
+runs, stages, logs = workflow_runs, workflow_stages, workflow_logs
+outbox, keys = outbox_events, idempotency_keys
+
+
+def _run(row: Row[Any]) -> WorkflowRunRecord:
+    return WorkflowRunRecord.model_validate(dict(row._mapping))
+
+
+def _stage(row: Row[Any]) -> WorkflowStageRecord:
+    return WorkflowStageRecord.model_validate(dict(row._mapping))
+
+
+def _event(row: Row[Any]) -> OutboxEventRecord:
+    return OutboxEventRecord.model_validate(dict(row._mapping))
+
+
+class SqlPersistence:
+    """Runs, stages, logs, the outbox and idempotency keys in a SQL database.
+
+    ``engine`` is a SQLAlchemy engine on Postgres (psycopg 3) or SQLite; the dialect is read
+    from it. The schema comes from :func:`workflow_engine.persistence.sql.migrate.upgrade`.
+    Every timestamp written comes from ``clock``. JSON values above ``max_json_bytes`` are
+    refused with :class:`~workflow_engine.errors.PayloadTooLargeError`.
+
+    Outside :meth:`with_transaction` each method is its own short transaction; inside, the
+    persistence passed to ``fn`` is bound to the transaction's connection (see
+    :attr:`connection`), and so is any call this thread makes on the same database.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock | None = None,
+        max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.max_json_bytes = max_json_bytes
+        self._db = ConnectionSource(engine)
+
+    # -- transactions -------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The engine this persistence writes through."""
+        return self._db.engine
+
+    @property
+    def connection(self) -> Connection | None:
+        """The connection of the transaction this persistence is bound to (``None``: unbound)."""
+        return self._db.tx.connection if self._db.tx is not None else None
+
+    def _bound(self, tx: Transaction) -> SqlPersistence:
+        bound = SqlPersistence.__new__(SqlPersistence)
+        bound.clock, bound.max_json_bytes = self.clock, self.max_json_bytes
+        bound._db = ConnectionSource(self._db.engine, tx)
+        return bound
+
+    def with_transaction(self, fn: Callable[[Persistence], T]) -> T:
+        """Run ``fn`` in one transaction (joining this thread's open one on the database).
+
+        ``fn`` gets a persistence bound to the transaction. On an exception everything rolls
+        back and the ``after_commit`` callbacks are dropped; after the commit they run.
+        """
+        with transaction(self._db.engine) as tx:
+            return fn(self if self._db.tx is tx else self._bound(tx))
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current transaction commits (at once outside one)."""
+        tx = self._db.tx or current_transaction(self._db.engine)
+        if tx is None:
+            callback()
+        else:
+            tx.callbacks.append(callback)
+
+    def _json(self, where: str, value: Any) -> Any:
+        return json_value(where, value, self.max_json_bytes)
+
+    # -- runs -----------------------------------------------------------------------------------
+    def create_run(self, data: NewRun) -> WorkflowRunRecord:
+        """Insert a run (``data.id`` or a new id) at version 1."""
+        now = self.clock.now()
+        values = data.model_dump(exclude={"id"})
+        for name in ("input", "config", "metadata"):
+            values[name] = self._json(f"workflow_runs.{name}", values[name])
+        record = WorkflowRunRecord(id=data.id or new_id(), created_at=now, updated_at=now, **values)
+        with self._db.statement() as conn:
+            conn.execute(sa.insert(runs).values(record.model_dump()))
+        return record
+
+    def update_run(
+        self,
+        run_id: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        expected_version: int | None = None,
+        **fields: Any,
+    ) -> WorkflowRunRecord:
+        """Change the given fields, bump ``version``; raise ``StaleVersionError`` on mismatch."""
+        changes = {**(data or {}), **fields}
+        values = check_changes(WorkflowRunRecord, runs, changes, self.max_json_bytes)
+        with self._db.statement() as conn:
+            row = conn.execute(
+                queries.versioned_update(runs, run_id, expected_version, values, self.clock.now())
+            ).first()
+            if row is None:
+                self._raise_missing(conn, runs, "WorkflowRun", run_id, expected_version)
+        return _run(row)
+
+    @staticmethod
+    def _raise_missing(
+        conn: Connection, table: sa.Table, entity: str, row_id: str, expected: int | None
+    ) -> Any:
+        actual = conn.scalar(sa.select(table.c.version).where(table.c.id == row_id))
+        if actual is None or expected is None:
+            raise RecordNotFoundError(f"{entity} {row_id} not found")
+        raise StaleVersionError(entity, row_id, expected, actual)
+
+    def get_run(self, run_id: str) -> WorkflowRunRecord | None:
+        """The run, or ``None``."""
+        with self._db.read() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        return _run(row) if row is not None else None
+
+    def get_run_status(self, run_id: str) -> Status | None:
+        """The run's status, or ``None`` if there is no such run."""
+        with self._db.read() as conn:
+            status: Status | None = conn.scalar(sa.select(runs.c.status).where(runs.c.id == run_id))
+        return status
+
+    def list_runs(
+        self,
+        *,
+        status: Status | None = None,
+        workflow_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[WorkflowRunRecord]:
+        """Runs, newest first, optionally filtered by status and workflow."""
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        if workflow_id is not None:
+            query = query.where(runs.c.workflow_id == workflow_id)
+        with self._db.read() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+        return [_run(row) for row in rows]
+
+    def get_stuck_runs(self, since: datetime) -> list[WorkflowRunRecord]:
+        """RUNNING runs not updated after ``since`` none of whose stages was either."""
+        with self._db.read() as conn:
+            rows = conn.execute(queries.stuck_runs(since)).all()
+        return [_run(row) for row in rows]
+
+    def claim_next_pending_run(self) -> WorkflowRunRecord | None:
+        """Atomically move the highest-priority, oldest PENDING run to RUNNING and return it.
+
+        One statement; on Postgres the candidate is locked with ``SKIP LOCKED`` so concurrent
+        claimers take different runs, on SQLite the write lock serialises them.
+        """
+        with self._db.statement() as conn:
+            row = conn.execute(queries.claim_pending_run(self.clock.now())).first()
+        return _run(row) if row is not None else None
+
+    # -- stages ---------------------------------------------------------------------------------
+    def _new_stage_values(self, data: NewStage) -> dict[str, Any]:
+        now = self.clock.now()
+        values = data.model_dump()
+        values["config"] = self._json("workflow_stages.config", values["config"])
+        record = WorkflowStageRecord(id=new_id(), created_at=now, updated_at=now, **values)
+        return record.model_dump()
+
+    def create_stage(self, data: NewStage) -> WorkflowStageRecord:
+        """Insert a stage at version 1; ``(workflow_run_id, stage_id)`` must be new."""
+        values = self._new_stage_values(data)
+        with self._db.statement() as conn:
+            inserted = conn.execute(queries.insert_stage(conn, values, None)).first()
+        if inserted is None:
+            raise ValueError(f"Stage {data.stage_id} already exists in run {data.workflow_run_id}")
+        return _stage(inserted)
+
+    def upsert_stage(
+        self,
+        workflow_run_id: str,
+        stage_id: str,
+        *,
+        create: NewStage,
+        update: Mapping[str, Any],
+    ) -> WorkflowStageRecord:
+        """Create the stage from ``create`` if missing, else apply ``update`` to it.
+
+        One ``INSERT ... ON CONFLICT`` statement. An empty ``update`` leaves an existing row
+        untouched (its version too).
+        """
+        if (create.workflow_run_id, create.stage_id) != (workflow_run_id, stage_id):
+            raise ValueError("upsert_stage: `create` names a different run or stage")
+        changes = check_changes(
+            WorkflowStageRecord,
+            stages,
+            update,
+            self.max_json_bytes,
+            frozen=frozenset({"workflow_run_id", "stage_id"}),
+        )
+        values = self._new_stage_values(create)
+        now = self.clock.now()
+        with self._db.statement() as conn:
+            row = conn.execute(
+                queries.insert_stage(
+                    conn, values, {**changes, "updated_at": now} if changes else None
+                )
+            ).first()
+            if row is None:  # existed, and there was nothing to change
+                row = conn.execute(
+                    sa.select(stages).where(
+                        stages.c.workflow_run_id == workflow_run_id, stages.c.stage_id == stage_id
+                    )
+                ).first()
+        if row is None:  # deleted in between: only possible outside a transaction
+            raise RecordNotFoundError(f"WorkflowStage {stage_id} of run {workflow_run_id} vanished")
+        return _stage(row)
+
+    def update_stage(
+        self,
+        stage_record_id: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        expected_version: int | None = None,
+        **fields: Any,
+    ) -> WorkflowStageRecord:
+        """Change the given fields, bump ``version``; raise ``StaleVersionError`` on mismatch."""
+        values = check_changes(
+            WorkflowStageRecord,
+            stages,
+            {**(data or {}), **fields},
+            self.max_json_bytes,
+            frozen=frozenset({"workflow_run_id", "stage_id"}),
+        )
+        now = self.clock.now()
+        with self._db.statement() as conn:
+            row = conn.execute(
+                queries.versioned_update(stages, stage_record_id, expected_version, values, now)
+            ).first()
+            if row is None:
+                self._raise_missing(
+                    conn, stages, "WorkflowStage", stage_record_id, expected_version
+                )
+        return _stage(row)
+
+    def get_stage(self, workflow_run_id: str, stage_id: str) -> WorkflowStageRecord | None:
+        """The stage of this run with this stage id, or ``None``."""
+        query = sa.select(stages).where(
+            stages.c.workflow_run_id == workflow_run_id, stages.c.stage_id == stage_id
+        )
+        with self._db.read() as conn:
+            row = conn.execute(query).first()
+        return _stage(row) if row is not None else None
+
+    def get_stage_by_id(self, stage_record_id: str) -> WorkflowStageRecord | None:
+        """The stage row with this id, or ``None``."""
+        with self._db.read() as conn:
+            row = conn.execute(sa.select(stages).where(stages.c.id == stage_record_id)).first()
+        return _stage(row) if row is not None else None
+
+    def get_stages_by_run(
+        self,
+        workflow_run_id: str,
+        *,
+        status: Status | None = None,
+        descending: bool = False,
+    ) -> list[WorkflowStageRecord]:
+        """Stages of a run ordered by execution group, then stage number."""
+        order = [stages.c.execution_group, stages.c.stage_number]
+        query = sa.select(stages).where(stages.c.workflow_run_id == workflow_run_id)
+        if status is not None:
+            query = query.where(stages.c.status == status)
+        query = query.order_by(*(column.desc() if descending else column for column in order))
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        return [_stage(row) for row in rows]
+
+    def get_suspended_stages(
+        self, before: datetime, limit: int | None = None
+    ) -> list[WorkflowStageRecord]:
+        """SUSPENDED stages whose ``next_poll_at`` is at or before ``before``, earliest first."""
+        with self._db.read() as conn:
+            rows = conn.execute(queries.due_suspended_stages(before, limit)).all()
+        return [_stage(row) for row in rows]
+
+    def delete_stage(self, stage_record_id: str) -> None:
+        """Delete the stage and (by cascade) its logs; no error if it is absent."""
+        with self._db.statement() as conn:
+            conn.execute(sa.delete(stages).where(stages.c.id == stage_record_id))
+
+    # -- logs -----------------------------------------------------------------------------------
+    def create_log(
+        self,
+        *,
+        level: LogLevel,
+        message: str,
+        workflow_run_id: str | None = None,
+        workflow_stage_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> WorkflowLogRecord:
+        """Append a log line."""
+        record = WorkflowLogRecord(
+            id=new_id(),
+            created_at=self.clock.now(),
+            workflow_run_id=workflow_run_id,
+            workflow_stage_id=workflow_stage_id,
+            level=level,
+            message=message,
+            metadata=self._json(
+                "workflow_logs.metadata", dict(metadata) if metadata is not None else None
+            ),
+        )
+        values = record.model_dump()
+        values["level"] = record.level.value
+        with self._db.statement() as conn:
+            conn.execute(sa.insert(logs).values(values))
+        return record
+
+    def get_logs_by_run(self, workflow_run_id: str) -> list[WorkflowLogRecord]:
+        """The run's log lines, oldest first."""
+        query = (
+            sa.select(logs)
+            .where(logs.c.workflow_run_id == workflow_run_id)
+            .order_by(logs.c.created_at, logs.c.id)
+        )
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        return [WorkflowLogRecord.model_validate(dict(row._mapping)) for row in rows]
+
+    # -- outbox ---------------------------------------------------------------------------------
+    def append_outbox_events(self, events: Sequence[NewOutboxEvent]) -> list[OutboxEventRecord]:
+        """Append events, numbering them 1, 2, 3... per run in the given order.
+
+        Runs are serialised per run id (a transaction-level advisory lock on Postgres, the
+        write lock on SQLite), so concurrent appenders never pick the same sequence.
+        """
+        if not events:
+            return []
+        now = self.clock.now()
+        payloads = [self._json("outbox_events.payload", event.payload) for event in events]
+        run_ids = sorted({event.workflow_run_id for event in events})
+        with self._db.write() as conn:
+            last = queries.lock_and_read_sequences(conn, run_ids)
+            records = []
+            for event, payload in zip(events, payloads, strict=True):
+                last[event.workflow_run_id] = last.get(event.workflow_run_id, 0) + 1
+                records.append(
+                    OutboxEventRecord(
+                        id=new_id(),
+                        created_at=now,
+                        workflow_run_id=event.workflow_run_id,
+                        sequence=last[event.workflow_run_id],
+                        event_type=event.event_type,
+                        payload=payload,
+                        causation_id=event.causation_id,
+                        occurred_at=event.occurred_at,
+                    )
+                )
+            conn.execute(sa.insert(outbox), [record.model_dump() for record in records])
+        return records
+
+    def get_unpublished_outbox_events(self, limit: int = 100) -> list[OutboxEventRecord]:
+        """Events neither published nor in the DLQ, ordered by run then sequence."""
+        query = (
+            sa.select(outbox)
+            .where(queries.UNPUBLISHED)
+            .order_by(outbox.c.workflow_run_id, outbox.c.sequence)
+            .limit(limit)
+        )
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        return [_event(row) for row in rows]
+
+    def claim_outbox_events(
+        self, limit: int, *, now: datetime, lease_ms: int
+    ) -> list[OutboxEventRecord]:
+        """Claim up to ``limit`` deliverable events until ``now + lease_ms``.
+
+        Events go by run then sequence; a run stops at its first event that is held by a live
+        claim (or by a concurrent claimer), so each run's events go out in order. One
+        statement: candidates are locked with ``SKIP LOCKED`` on Postgres, so two flushers
+        never hold the same event.
+        """
+        until = now + timedelta(milliseconds=lease_ms)
+        with self._db.statement() as conn:
+            rows = conn.execute(queries.claim_outbox(limit, now, until)).all()
+        claimed = [_event(row) for row in rows]
+        claimed.sort(key=lambda event: (event.workflow_run_id, event.sequence))
+        return claimed
+
+    def release_outbox_claims(self, event_ids: Sequence[str]) -> None:
+        """Drop the claims on these events so the next flush can take them at once."""
+        self._update_events(event_ids, claimed_until=None)
+
+    def mark_outbox_events_published(self, event_ids: Sequence[str]) -> None:
+        """Set ``published_at`` (and release the claim) on each known event."""
+        self._update_events(event_ids, published_at=self.clock.now(), claimed_until=None)
+
+    def _update_events(self, event_ids: Sequence[str], **values: Any) -> None:
+        if not event_ids:
+            return
+        with self._db.statement() as conn:
+            conn.execute(sa.update(outbox).where(outbox.c.id.in_(list(event_ids))).values(values))
+
+    def mark_outbox_plugin_delivered(self, event_id: str, plugin_id: str) -> None:
+        """Remember that ``plugin_id`` has handled this event (so a retry skips it)."""
+        with self._db.write() as conn:
+            delivered = conn.scalar(queries.lock_event_plugins(event_id))
+            if delivered is None:
+                raise RecordNotFoundError(f"OutboxEvent {event_id} not found")
+            if plugin_id not in delivered:
+                conn.execute(
+                    sa.update(outbox)
+                    .where(outbox.c.id == event_id)
+                    .values(delivered_plugins=[*delivered, plugin_id])
+                )
+
+    def increment_outbox_retry_count(self, event_id: str) -> int:
+        """Count one failed delivery, release the claim, and return the new count."""
+        query = (
+            sa.update(outbox)
+            .where(outbox.c.id == event_id)
+            .values(retry_count=outbox.c.retry_count + 1, claimed_until=None)
+            .returning(outbox.c.retry_count)
+        )
+        with self._db.statement() as conn:
+            count: int | None = conn.scalar(query)
+        if count is None:
+            raise RecordNotFoundError(f"OutboxEvent {event_id} not found")
+        return count
+
+    def move_outbox_event_to_dlq(self, event_id: str) -> None:
+        """Park the event in the dead-letter queue."""
+        query = (
+            sa.update(outbox)
+            .where(outbox.c.id == event_id)
+            .values(dlq_at=self.clock.now(), claimed_until=None)
+        )
+        with self._db.statement() as conn:
+            if conn.execute(query).rowcount == 0:
+                raise RecordNotFoundError(f"OutboxEvent {event_id} not found")
+
+    def replay_dlq_events(self, max_events: int = 100) -> int:
+        """Move up to ``max_events`` DLQ events back to the outbox with a zero retry count."""
+        with self._db.statement() as conn:
+            return conn.execute(queries.replay_dlq(max_events)).rowcount
+
+    def get_outbox_events(self, workflow_run_id: str) -> list[OutboxEventRecord]:
+        """All outbox events of a run, by sequence (published, pending and DLQ)."""
+        query = (
+            sa.select(outbox)
+            .where(outbox.c.workflow_run_id == workflow_run_id)
+            .order_by(outbox.c.sequence)
+        )
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        return [_event(row) for row in rows]
+
+    def get_dlq_events(self, limit: int = 100) -> list[OutboxEventRecord]:
+        """Events in the DLQ, oldest parked first."""
+        with self._db.read() as conn:
+            rows = conn.execute(queries.dlq_events().limit(limit)).all()
+        return [_event(row) for row in rows]
+
+    def delete_published_outbox_events(self, before: datetime) -> int:
+        """Delete events published before ``before``; return how many."""
+        query = sa.delete(outbox).where(
+            outbox.c.published_at.is_not(None), outbox.c.published_at < before
+        )
+        with self._db.statement() as conn:
+            return conn.execute(query).rowcount
+
+    # -- idempotency ----------------------------------------------------------------------------
+    def acquire_idempotency_key(
+        self,
+        key: str,
+        command_type: str,
+        *,
+        now: datetime,
+        stale_in_progress_after_ms: float | None,
+    ) -> IdempotencyAcquire:
+        """Insert an in-progress marker; or report the stored result, or that it is in progress.
+
+        ``INSERT ... ON CONFLICT DO NOTHING`` decides who owns the key. A marker at least
+        ``stale_in_progress_after_ms`` old is reclaimed (``None``: never) by a conditional
+        update, so of two reclaimers only one wins.
+        """
+        with self._db.write() as conn:
+            if conn.execute(queries.insert_key_marker(conn, key, command_type, now)).first():
+                return IdempotencyAcquire(status="acquired")
+            row = conn.execute(queries.select_key(key, command_type)).first()
+            if (
+                row is not None
+                and not row.completed
+                and _is_stale(row.created_at, now, stale_in_progress_after_ms)
+            ):
+                if conn.execute(queries.reclaim_key(row.id, row.created_at, now)).rowcount == 1:
+                    return IdempotencyAcquire(status="acquired")
+                row = conn.execute(queries.select_key(key, command_type)).first()
+        if row is not None and row.completed:
+            return IdempotencyAcquire(status="replay", result=row.result)
+        return IdempotencyAcquire(status="in_progress")
+
+    def complete_idempotency_key(self, key: str, command_type: str, result: Any) -> None:
+        """Store the command's JSON result under the key, on the current transaction.
+
+        Called inside the command's transaction, the result commits with the command's writes.
+        """
+        stored = self._json("idempotency_keys.result", result)
+        now = self.clock.now()
+        with self._db.statement() as conn:
+            conn.execute(queries.complete_key(conn, key, command_type, stored, now))
+
+    def release_idempotency_key(self, key: str, command_type: str) -> None:
+        """Forget the key (the command failed; a retry may run it again)."""
+        query = sa.delete(keys).where(keys.c.key == key, keys.c.command_type == command_type)
+        with self._db.statement() as conn:
+            conn.execute(query)
+
+    def delete_idempotency_keys(self, before: datetime) -> int:
+        """Delete completed keys created before ``before``; return how many."""
+        query = sa.delete(keys).where(keys.c.completed.is_(True), keys.c.created_at < before)
+        with self._db.statement() as conn:
+            return conn.execute(query).rowcount
+
+
+def _is_stale(created_at: datetime, now: datetime, stale_after_ms: float | None) -> bool:
+    if stale_after_ms is None:
+        return False
+    return now - created_at >= timedelta(milliseconds=stale_after_ms)

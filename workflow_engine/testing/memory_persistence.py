@@ -1,0 +1,699 @@
+"""An in-memory :class:`~workflow_engine.ports.Persistence` with real transactions.
+
+Every table is a dict of immutable records. Inside ``with_transaction`` each write records the
+row it replaced in an undo log; a failure restores those rows in reverse order, so a rolled-back
+transaction leaves nothing behind, as it would in a database.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from workflow_engine.clock import Clock, SystemClock
+from workflow_engine.errors import RecordNotFoundError, StaleVersionError
+from workflow_engine.ports import Persistence
+from workflow_engine.records import (
+    IdempotencyAcquire,
+    LogLevel,
+    NewOutboxEvent,
+    NewRun,
+    NewStage,
+    OutboxEventRecord,
+    WorkflowLogRecord,
+    WorkflowRunRecord,
+    WorkflowStageRecord,
+)
+from workflow_engine.status import Status
+from workflow_engine.testing.memory_blobs import json_clone
+
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+M = TypeVar("M", bound=BaseModel)
+
+_RUN_JSON_FIELDS = frozenset({"input", "output", "config", "metadata"})
+_STAGE_JSON_FIELDS = frozenset(
+    {"output", "artifact_keys", "config", "suspended_state", "metrics", "embedding_info"}
+)
+_MANAGED_FIELDS = frozenset({"id", "created_at", "updated_at", "version"})
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _copy(record: M) -> M:
+    """A deep copy, so a caller mutating a JSON field cannot reach the stored row."""
+    return record.model_copy(deep=True)
+
+
+class _Table(Generic[K, V]):
+    """Rows by key, remembering each key's insertion number so a rollback restores order."""
+
+    def __init__(self) -> None:
+        self.rows: dict[K, V] = {}
+        self._order: dict[K, int] = {}
+        self._counter = 0
+
+    def get(self, key: K) -> V | None:
+        return self.rows.get(key)
+
+    def values(self) -> list[V]:
+        return list(self.rows.values())
+
+    def snapshot(self, key: K) -> tuple[int, V] | None:
+        """The current row and its insertion number (``None`` when absent)."""
+        if key not in self.rows:
+            return None
+        return self._order[key], self.rows[key]
+
+    def put(self, key: K, value: V) -> None:
+        if key not in self.rows:
+            self._counter += 1
+            self._order[key] = self._counter
+        self.rows[key] = value
+
+    def remove(self, key: K) -> None:
+        self.rows.pop(key, None)
+        self._order.pop(key, None)
+
+    def restore(self, key: K, saved: tuple[int, V] | None) -> None:
+        if saved is None:
+            self.remove(key)
+            return
+        self._order[key], self.rows[key] = saved
+
+    def reorder(self) -> None:
+        """Put rows back in insertion order (after a rollback re-inserted deleted ones)."""
+        self.rows = dict(sorted(self.rows.items(), key=lambda item: self._order[item[0]]))
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self._order.clear()
+
+
+@dataclass(frozen=True)
+class _IdempotencyRow:
+    created_at: datetime
+    completed: bool = False
+    result: Any = None
+
+
+@dataclass
+class _Transaction:
+    undo: list[tuple[_Table[Any, Any], Any, tuple[int, Any] | None]] = field(default_factory=list)
+    callbacks: list[Callable[[], object]] = field(default_factory=list)
+
+
+def _run_callbacks(callbacks: Iterable[Callable[[], object]]) -> None:
+    """Run every callback; re-raise the first failure once all have run."""
+    first_error: Exception | None = None
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception as error:
+            first_error = first_error or error
+    if first_error is not None:
+        raise first_error
+
+
+def _check_changes(model: type[BaseModel], changes: Mapping[str, Any]) -> None:
+    unknown = sorted(set(changes) - set(model.model_fields))
+    if unknown:
+        raise ValueError(f"{model.__name__} has no field(s) {', '.join(unknown)}")
+    managed = sorted(set(changes) & _MANAGED_FIELDS)
+    if managed:
+        raise ValueError(f"{model.__name__} field(s) {', '.join(managed)} cannot be set")
+
+
+def _with_changes(
+    record: M, changes: Mapping[str, Any], json_fields: frozenset[str], now: datetime
+) -> M:
+    """Validate ``record`` with ``changes`` applied, a bumped version and a new ``updated_at``."""
+    data = record.model_dump()
+    for name, value in changes.items():
+        data[name] = json_clone(value) if name in json_fields else value
+    data["version"] = data["version"] + 1
+    data["updated_at"] = now
+    return type(record).model_validate(data)
+
+
+class InMemoryWorkflowPersistence:
+    """Runs, stages, logs, outbox and idempotency keys in dicts, with rollback on failure.
+
+    Thread-safe: one re-entrant lock guards every method and is held for the whole of a
+    transaction, which is tracked per thread. Pass ``clock=`` to control every timestamp.
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._runs: _Table[str, WorkflowRunRecord] = _Table()
+        self._stages: _Table[str, WorkflowStageRecord] = _Table()
+        self._stage_keys: _Table[tuple[str, str], str] = _Table()
+        self._logs: _Table[str, WorkflowLogRecord] = _Table()
+        self._outbox: _Table[str, OutboxEventRecord] = _Table()
+        self._sequences: _Table[str, int] = _Table()
+        self._idempotency: _Table[tuple[str, str], _IdempotencyRow] = _Table()
+
+    # -- storage primitives -------------------------------------------------------------------
+    def _tables(self) -> list[_Table[Any, Any]]:
+        return [
+            self._runs,
+            self._stages,
+            self._stage_keys,
+            self._logs,
+            self._outbox,
+            self._sequences,
+            self._idempotency,
+        ]
+
+    def _current(self) -> _Transaction | None:
+        tx: _Transaction | None = getattr(self._local, "tx", None)
+        return tx
+
+    def _journal(self, table: _Table[K, V], key: K) -> None:
+        tx = self._current()
+        if tx is not None:
+            tx.undo.append((table, key, table.snapshot(key)))
+
+    def _put(self, table: _Table[K, V], key: K, value: V) -> None:
+        self._journal(table, key)
+        table.put(key, value)
+
+    def _remove(self, table: _Table[K, V], key: K) -> None:
+        self._journal(table, key)
+        table.remove(key)
+
+    def _rollback(self, tx: _Transaction) -> None:
+        for table, key, saved in reversed(tx.undo):
+            table.restore(key, saved)
+        for table in self._tables():
+            table.reorder()
+
+    # -- transactions -------------------------------------------------------------------------
+    def with_transaction(self, fn: Callable[[Persistence], T]) -> T:
+        """Run ``fn(self)`` atomically; on exception undo its writes and re-raise.
+
+        A call made inside a transaction joins it. ``after_commit`` callbacks run once the
+        outermost transaction has committed, outside the lock.
+        """
+        if self._current() is not None:
+            return fn(self)
+        tx = _Transaction()
+        with self._lock:
+            self._local.tx = tx
+            try:
+                result = fn(self)
+            except BaseException:
+                self._rollback(tx)
+                raise
+            finally:
+                self._local.tx = None
+        _run_callbacks(tx.callbacks)
+        return result
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Queue ``callback`` for after the current commit; run it at once outside one."""
+        tx = self._current()
+        if tx is None:
+            callback()
+        else:
+            tx.callbacks.append(callback)
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_run(self, data: NewRun) -> WorkflowRunRecord:
+        """Insert a run (``data.id`` or a new uuid4 hex) at version 1."""
+        with self._lock:
+            now = self.clock.now()
+            fields = data.model_dump(exclude={"id"})
+            for name in _RUN_JSON_FIELDS & set(fields):
+                fields[name] = json_clone(fields[name])
+            run = WorkflowRunRecord(
+                id=data.id or _new_id(), created_at=now, updated_at=now, **fields
+            )
+            self._put(self._runs, run.id, run)
+            return _copy(run)
+
+    def update_run(
+        self,
+        run_id: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        expected_version: int | None = None,
+        **fields: Any,
+    ) -> WorkflowRunRecord:
+        """Change the given fields, bump ``version``; raise ``StaleVersionError`` on mismatch."""
+        changes = {**(data or {}), **fields}
+        _check_changes(WorkflowRunRecord, changes)
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                raise RecordNotFoundError(f"WorkflowRun {run_id} not found")
+            if expected_version is not None and run.version != expected_version:
+                raise StaleVersionError("WorkflowRun", run_id, expected_version, run.version)
+            updated = _with_changes(run, changes, _RUN_JSON_FIELDS, self.clock.now())
+            self._put(self._runs, run_id, updated)
+            return _copy(updated)
+
+    def get_run(self, run_id: str) -> WorkflowRunRecord | None:
+        """The run, or ``None``."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            return _copy(run) if run is not None else None
+
+    def get_run_status(self, run_id: str) -> Status | None:
+        """The run's status, or ``None`` if there is no such run."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            return run.status if run is not None else None
+
+    def list_runs(
+        self,
+        *,
+        status: Status | None = None,
+        workflow_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[WorkflowRunRecord]:
+        """Runs, newest first, optionally filtered by status and workflow."""
+        with self._lock:
+            runs = [
+                run
+                for run in reversed(self._runs.values())
+                if (status is None or run.status == status)
+                and (workflow_id is None or run.workflow_id == workflow_id)
+            ]
+        runs.sort(key=lambda run: run.created_at, reverse=True)
+        return [_copy(run) for run in runs[offset : offset + limit]]
+
+    def get_stuck_runs(self, since: datetime) -> list[WorkflowRunRecord]:
+        """RUNNING runs not updated after ``since`` none of whose stages was either."""
+        with self._lock:
+            active = {s.workflow_run_id for s in self._stages.values() if s.updated_at > since}
+            stuck = [
+                run
+                for run in self._runs.values()
+                if run.status == Status.RUNNING and run.updated_at <= since and run.id not in active
+            ]
+        stuck.sort(key=lambda run: run.updated_at)
+        return [_copy(run) for run in stuck]
+
+    def claim_next_pending_run(self) -> WorkflowRunRecord | None:
+        """Move the highest-priority, oldest PENDING run to RUNNING and return it."""
+        with self._lock:
+            pending = [run for run in self._runs.values() if run.status == Status.PENDING]
+            if not pending:
+                return None
+            pending.sort(key=lambda run: (-run.priority, run.created_at))
+            now = self.clock.now()
+            claimed = _with_changes(
+                pending[0], {"status": Status.RUNNING, "started_at": now}, frozenset(), now
+            )
+            self._put(self._runs, claimed.id, claimed)
+            return _copy(claimed)
+
+    # -- stages -------------------------------------------------------------------------------
+    def create_stage(self, data: NewStage) -> WorkflowStageRecord:
+        """Insert a stage at version 1; ``(workflow_run_id, stage_id)`` must be new."""
+        with self._lock:
+            key = (data.workflow_run_id, data.stage_id)
+            if self._stage_keys.get(key) is not None:
+                raise ValueError(f"Stage {data.stage_id} already exists in run {key[0]}")
+            now = self.clock.now()
+            fields = data.model_dump()
+            fields["config"] = json_clone(fields["config"])
+            stage = WorkflowStageRecord(id=_new_id(), created_at=now, updated_at=now, **fields)
+            self._put(self._stages, stage.id, stage)
+            self._put(self._stage_keys, key, stage.id)
+            return _copy(stage)
+
+    def upsert_stage(
+        self,
+        workflow_run_id: str,
+        stage_id: str,
+        *,
+        create: NewStage,
+        update: Mapping[str, Any],
+    ) -> WorkflowStageRecord:
+        """Create the stage from ``create`` if missing, else apply ``update`` to it."""
+        if (create.workflow_run_id, create.stage_id) != (workflow_run_id, stage_id):
+            raise ValueError("upsert_stage: `create` names a different run or stage")
+        with self._lock:
+            stage_record_id = self._stage_keys.get((workflow_run_id, stage_id))
+            if stage_record_id is None:
+                return self.create_stage(create)
+            if not update:
+                return _copy(self._require_stage(stage_record_id))
+            return self.update_stage(stage_record_id, update)
+
+    def update_stage(
+        self,
+        stage_record_id: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        expected_version: int | None = None,
+        **fields: Any,
+    ) -> WorkflowStageRecord:
+        """Change the given fields, bump ``version``; raise ``StaleVersionError`` on mismatch."""
+        changes = {**(data or {}), **fields}
+        _check_changes(WorkflowStageRecord, changes)
+        if {"workflow_run_id", "stage_id"} & set(changes):
+            raise ValueError("A stage's workflow_run_id and stage_id cannot be changed")
+        with self._lock:
+            stage = self._require_stage(stage_record_id)
+            if expected_version is not None and stage.version != expected_version:
+                raise StaleVersionError(
+                    "WorkflowStage", stage_record_id, expected_version, stage.version
+                )
+            updated = _with_changes(stage, changes, _STAGE_JSON_FIELDS, self.clock.now())
+            self._put(self._stages, stage_record_id, updated)
+            return _copy(updated)
+
+    def _require_stage(self, stage_record_id: str) -> WorkflowStageRecord:
+        stage = self._stages.get(stage_record_id)
+        if stage is None:
+            raise RecordNotFoundError(f"WorkflowStage {stage_record_id} not found")
+        return stage
+
+    def get_stage(self, workflow_run_id: str, stage_id: str) -> WorkflowStageRecord | None:
+        """The stage of this run with this stage id, or ``None``."""
+        with self._lock:
+            stage_record_id = self._stage_keys.get((workflow_run_id, stage_id))
+            if stage_record_id is None:
+                return None
+            return self.get_stage_by_id(stage_record_id)
+
+    def get_stage_by_id(self, stage_record_id: str) -> WorkflowStageRecord | None:
+        """The stage row with this id, or ``None``."""
+        with self._lock:
+            stage = self._stages.get(stage_record_id)
+            return _copy(stage) if stage is not None else None
+
+    def get_stages_by_run(
+        self,
+        workflow_run_id: str,
+        *,
+        status: Status | None = None,
+        descending: bool = False,
+    ) -> list[WorkflowStageRecord]:
+        """Stages of a run ordered by execution group, then stage number."""
+        with self._lock:
+            stages = [
+                stage
+                for stage in self._stages.values()
+                if stage.workflow_run_id == workflow_run_id
+                and (status is None or stage.status == status)
+            ]
+        stages.sort(key=lambda s: (s.execution_group, s.stage_number), reverse=descending)
+        return [_copy(stage) for stage in stages]
+
+    def get_suspended_stages(
+        self, before: datetime, limit: int | None = None
+    ) -> list[WorkflowStageRecord]:
+        """SUSPENDED stages whose ``next_poll_at`` is at or before ``before``, earliest first."""
+        with self._lock:
+            due = [
+                (stage.next_poll_at, stage)
+                for stage in self._stages.values()
+                if stage.status == Status.SUSPENDED
+                and stage.next_poll_at is not None
+                and stage.next_poll_at <= before
+            ]
+        due.sort(key=lambda pair: pair[0])
+        stages = [_copy(stage) for _, stage in due]
+        return stages if limit is None else stages[:limit]
+
+    def delete_stage(self, stage_record_id: str) -> None:
+        """Delete the stage and its logs (no error if it is absent)."""
+        with self._lock:
+            stage = self._stages.get(stage_record_id)
+            if stage is None:
+                return
+            for log in self._logs.values():
+                if log.workflow_stage_id == stage_record_id:
+                    self._remove(self._logs, log.id)
+            self._remove(self._stage_keys, (stage.workflow_run_id, stage.stage_id))
+            self._remove(self._stages, stage_record_id)
+
+    # -- logs ---------------------------------------------------------------------------------
+    def create_log(
+        self,
+        *,
+        level: LogLevel,
+        message: str,
+        workflow_run_id: str | None = None,
+        workflow_stage_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> WorkflowLogRecord:
+        """Append a log line."""
+        with self._lock:
+            log = WorkflowLogRecord(
+                id=_new_id(),
+                created_at=self.clock.now(),
+                workflow_run_id=workflow_run_id,
+                workflow_stage_id=workflow_stage_id,
+                level=level,
+                message=message,
+                metadata=json_clone(dict(metadata)) if metadata is not None else None,
+            )
+            self._put(self._logs, log.id, log)
+            return _copy(log)
+
+    def get_logs_by_run(self, workflow_run_id: str) -> list[WorkflowLogRecord]:
+        """The run's log lines, oldest first."""
+        with self._lock:
+            logs = [log for log in self._logs.values() if log.workflow_run_id == workflow_run_id]
+        logs.sort(key=lambda log: log.created_at)
+        return [_copy(log) for log in logs]
+
+    # -- outbox -------------------------------------------------------------------------------
+    def append_outbox_events(self, events: Sequence[NewOutboxEvent]) -> list[OutboxEventRecord]:
+        """Append events, numbering them 1, 2, 3... per run in the given order."""
+        with self._lock:
+            return [_copy(self._append_outbox_event(event)) for event in events]
+
+    def _append_outbox_event(self, event: NewOutboxEvent) -> OutboxEventRecord:
+        sequence = (self._sequences.get(event.workflow_run_id) or 0) + 1
+        self._put(self._sequences, event.workflow_run_id, sequence)
+        record = OutboxEventRecord(
+            id=_new_id(),
+            created_at=self.clock.now(),
+            workflow_run_id=event.workflow_run_id,
+            sequence=sequence,
+            event_type=event.event_type,
+            payload=json_clone(event.payload),
+            causation_id=event.causation_id,
+            occurred_at=event.occurred_at,
+        )
+        self._put(self._outbox, record.id, record)
+        return record
+
+    def _pending_outbox(self) -> list[OutboxEventRecord]:
+        pending = [e for e in self._outbox.values() if e.published_at is None and e.dlq_at is None]
+        pending.sort(key=lambda e: (e.workflow_run_id, e.sequence))
+        return pending
+
+    def _set_event(self, event: OutboxEventRecord, **changes: Any) -> OutboxEventRecord:
+        updated = event.model_copy(update=changes)
+        self._put(self._outbox, event.id, updated)
+        return updated
+
+    def _require_event(self, event_id: str) -> OutboxEventRecord:
+        event = self._outbox.get(event_id)
+        if event is None:
+            raise RecordNotFoundError(f"OutboxEvent {event_id} not found")
+        return event
+
+    def get_unpublished_outbox_events(self, limit: int = 100) -> list[OutboxEventRecord]:
+        """Events neither published nor in the DLQ, ordered by run then sequence."""
+        with self._lock:
+            return [_copy(event) for event in self._pending_outbox()[:limit]]
+
+    def claim_outbox_events(
+        self, limit: int, *, now: datetime, lease_ms: int
+    ) -> list[OutboxEventRecord]:
+        """Claim up to ``limit`` deliverable events until ``now + lease_ms``.
+
+        Events go by run then sequence; a run stops at its first event that is held by a live
+        claim or that does not fit in this call, so each run's events go out in order.
+        """
+        until = now + timedelta(milliseconds=lease_ms)
+        claimed: list[OutboxEventRecord] = []
+        blocked: set[str] = set()
+        with self._lock:
+            for event in self._pending_outbox():
+                if len(claimed) >= limit:
+                    break
+                if event.workflow_run_id in blocked:
+                    continue
+                if event.claimed_until is not None and event.claimed_until > now:
+                    blocked.add(event.workflow_run_id)
+                    continue
+                claimed.append(self._set_event(event, claimed_until=until))
+        return [_copy(event) for event in claimed]
+
+    def release_outbox_claims(self, event_ids: Sequence[str]) -> None:
+        """Drop the claims on these events so the next flush can take them at once."""
+        with self._lock:
+            for event_id in event_ids:
+                event = self._outbox.get(event_id)
+                if event is not None:
+                    self._set_event(event, claimed_until=None)
+
+    def mark_outbox_events_published(self, event_ids: Sequence[str]) -> None:
+        """Set ``published_at`` (and release the claim) on each known event."""
+        with self._lock:
+            now = self.clock.now()
+            for event_id in event_ids:
+                event = self._outbox.get(event_id)
+                if event is not None:
+                    self._set_event(event, published_at=now, claimed_until=None)
+
+    def mark_outbox_plugin_delivered(self, event_id: str, plugin_id: str) -> None:
+        """Remember that ``plugin_id`` has handled this event (so a retry skips it)."""
+        with self._lock:
+            event = self._require_event(event_id)
+            if plugin_id not in event.delivered_plugins:
+                self._set_event(event, delivered_plugins=[*event.delivered_plugins, plugin_id])
+
+    def increment_outbox_retry_count(self, event_id: str) -> int:
+        """Count one failed delivery, release the claim, and return the new count."""
+        with self._lock:
+            event = self._require_event(event_id)
+            updated = self._set_event(event, retry_count=event.retry_count + 1, claimed_until=None)
+            return updated.retry_count
+
+    def move_outbox_event_to_dlq(self, event_id: str) -> None:
+        """Park the event in the dead-letter queue."""
+        with self._lock:
+            event = self._require_event(event_id)
+            self._set_event(event, dlq_at=self.clock.now(), claimed_until=None)
+
+    def _dlq(self) -> list[OutboxEventRecord]:
+        parked = [e for e in self._outbox.values() if e.dlq_at is not None]
+        parked.sort(key=lambda e: (e.dlq_at, e.workflow_run_id, e.sequence))
+        return parked
+
+    def replay_dlq_events(self, max_events: int = 100) -> int:
+        """Move up to ``max_events`` DLQ events back to the outbox with a zero retry count."""
+        with self._lock:
+            replayed = self._dlq()[:max_events]
+            for event in replayed:
+                self._set_event(event, dlq_at=None, retry_count=0, claimed_until=None)
+            return len(replayed)
+
+    def get_outbox_events(self, workflow_run_id: str) -> list[OutboxEventRecord]:
+        """All outbox events of a run, by sequence (published, pending and DLQ)."""
+        with self._lock:
+            events = [e for e in self._outbox.values() if e.workflow_run_id == workflow_run_id]
+        events.sort(key=lambda e: e.sequence)
+        return [_copy(event) for event in events]
+
+    def get_dlq_events(self, limit: int = 100) -> list[OutboxEventRecord]:
+        """Events in the DLQ, oldest parked first."""
+        with self._lock:
+            return [_copy(event) for event in self._dlq()[:limit]]
+
+    def delete_published_outbox_events(self, before: datetime) -> int:
+        """Delete events published before ``before``; return how many."""
+        with self._lock:
+            old = [
+                e.id
+                for e in self._outbox.values()
+                if e.published_at is not None and e.published_at < before
+            ]
+            for event_id in old:
+                self._remove(self._outbox, event_id)
+            return len(old)
+
+    # -- idempotency --------------------------------------------------------------------------
+    def acquire_idempotency_key(
+        self,
+        key: str,
+        command_type: str,
+        *,
+        now: datetime,
+        stale_in_progress_after_ms: float | None,
+    ) -> IdempotencyAcquire:
+        """Insert an in-progress marker; or report the stored result, or that it is in progress.
+
+        A marker at least ``stale_in_progress_after_ms`` old is reclaimed (``None``: never).
+        """
+        with self._lock:
+            row = self._idempotency.get((key, command_type))
+            if row is not None and row.completed:
+                return IdempotencyAcquire(status="replay", result=json_clone(row.result))
+            if row is not None and not _is_stale(row, now, stale_in_progress_after_ms):
+                return IdempotencyAcquire(status="in_progress")
+            self._put(self._idempotency, (key, command_type), _IdempotencyRow(created_at=now))
+            return IdempotencyAcquire(status="acquired")
+
+    def complete_idempotency_key(self, key: str, command_type: str, result: Any) -> None:
+        """Store the command's JSON result under the key."""
+        with self._lock:
+            row = self._idempotency.get((key, command_type))
+            created_at = row.created_at if row is not None else self.clock.now()
+            completed = _IdempotencyRow(
+                created_at=created_at, completed=True, result=json_clone(result)
+            )
+            self._put(self._idempotency, (key, command_type), completed)
+
+    def release_idempotency_key(self, key: str, command_type: str) -> None:
+        """Forget the key (the command failed; a retry may run it again)."""
+        with self._lock:
+            if self._idempotency.get((key, command_type)) is not None:
+                self._remove(self._idempotency, (key, command_type))
+
+    def delete_idempotency_keys(self, before: datetime) -> int:
+        """Delete completed keys created before ``before``; return how many."""
+        with self._lock:
+            old = [
+                scope
+                for scope, row in self._idempotency.rows.items()
+                if row.completed and row.created_at < before
+            ]
+            for scope in old:
+                self._remove(self._idempotency, scope)
+            return len(old)
+
+    # -- test helpers -------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Delete everything (test helper; not transactional)."""
+        with self._lock:
+            for table in self._tables():
+                table.clear()
+
+    def get_all_runs(self) -> list[WorkflowRunRecord]:
+        """Every run, in insertion order."""
+        with self._lock:
+            return [_copy(run) for run in self._runs.values()]
+
+    def get_all_stages(self) -> list[WorkflowStageRecord]:
+        """Every stage, in insertion order."""
+        with self._lock:
+            return [_copy(stage) for stage in self._stages.values()]
+
+    def get_all_logs(self) -> list[WorkflowLogRecord]:
+        """Every log line, in insertion order."""
+        with self._lock:
+            return [_copy(log) for log in self._logs.values()]
+
+    def get_all_outbox_events(self) -> list[OutboxEventRecord]:
+        """Every outbox event, in insertion order."""
+        with self._lock:
+            return [_copy(event) for event in self._outbox.values()]
+
+
+def _is_stale(row: _IdempotencyRow, now: datetime, stale_after_ms: float | None) -> bool:
+    if stale_after_ms is None:
+        return False
+    return now - row.created_at >= timedelta(milliseconds=stale_after_ms)
