@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from workflow_engine.testing.ai_logger import InMemoryAICallLogger
 from workflow_engine.testing.clock import FakeClock
+from workflow_engine.testing.harness import WorkflowTestHarness
 from workflow_engine.testing.memory_blobs import InMemoryBlobStore
 from workflow_engine.testing.memory_jobs import InMemoryJobQueue
 from workflow_engine.testing.memory_persistence import InMemoryWorkflowPersistence
@@ -22,4 +23,5 @@ __all__ = [
     "InMemoryJobQueue",
     "InMemoryWorkflowPersistence",
     "NoopScheduler",
+    "WorkflowTestHarness",
 ]
