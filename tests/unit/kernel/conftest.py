@@ -6,6 +6,7 @@
 * ``one-stage``: ``count`` (``{"text"}`` -> ``{"words"}``)
 * ``two-stage``: ``count`` then ``double`` (``{"words"}`` -> ``{"value"}``)
 * ``parallel``: ``left`` and ``right`` in one group, then ``join``
+* ``fan-out``: ``left`` and ``right`` in one group, and nothing after
 * ``async-batch``: ``batch`` (suspends; see ``Probe.check``) then ``double``
 * ``failing``: ``explode`` (raises ``ValueError("boom")``) then ``double``
 
@@ -213,6 +214,7 @@ def build_workflows(probe: Probe) -> list[Workflow[Any, Any]]:
         workflow("one-stage").pipe(count).build(),
         workflow("two-stage").pipe(count).pipe(double).build(),
         workflow("parallel").parallel([left, right]).pipe(join).build(),
+        workflow("fan-out").parallel([left, right]).build(),
         workflow("async-batch").pipe(batch).pipe(double).build(),
         workflow("failing").pipe(explode).pipe(double).build(),
     ]
@@ -320,6 +322,10 @@ class KernelEnv:
                 self.clock.advance(timedelta(hours=1))
                 self.poll(workflow_run_id=run_id)
         raise AssertionError(f"run {run_id} did not finish: {self.run(run_id).status}")
+
+    def unregister(self, workflow_id: str) -> None:
+        """Make the registry forget a workflow (as after a deploy that removed it)."""
+        self.registry._workflows.pop(workflow_id)
 
     # reads
     def run(self, run_id: str) -> WorkflowRunRecord:

@@ -100,7 +100,7 @@ def test_a_parallel_first_group_enqueues_every_stage(env):
 
 def test_a_run_whose_workflow_vanished_fails_with_a_stored_reason(env):
     run_id = env.create()
-    env.registry._workflows.pop("one-stage")
+    env.unregister("one-stage")
 
     result = env.claim(worker_id="w-3")
 
