@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
@@ -32,8 +33,14 @@ DOCUMENT = {
         "database load stays flat while workers scale out."
     ),
 }
-STATUS_MARK = {"PENDING": "·", "RUNNING": "▶", "SUSPENDED": "⏸", "COMPLETED": "✔",
-               "FAILED": "✘", "CANCELLED": "⊘"}
+STATUS_MARK = {
+    "PENDING": "·",
+    "RUNNING": "▶",
+    "SUSPENDED": "⏸",
+    "COMPLETED": "✔",
+    "FAILED": "✘",
+    "CANCELLED": "⊘",
+}
 
 
 def main() -> int:
@@ -42,16 +49,26 @@ def main() -> int:
     os.environ.update(env)
     settings = EngineSettings.from_env()
     say(f"state:  {settings.database_url}")
-    say(f"broker: {settings.broker_url or 'embedded (files under ' + str(settings.broker_dir) + ')'}")
+    embedded_broker = f"embedded (files under {settings.broker_dir})"
+    say(f"broker: {settings.broker_url or embedded_broker}")
     upgrade(create_engine(settings.database_url))
     with ExitStack() as processes:
-        processes.enter_context(celery_process("worker", env, "-c", "2", "--without-gossip",
-                                               "--without-mingle", "--without-heartbeat"))
-        processes.enter_context(celery_process("beat", env, "-s",
-                                               str(DEMO_DIR / "beat-schedule")))
+        processes.enter_context(
+            celery_process(
+                "worker",
+                env,
+                "-c",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            )
+        )
+        processes.enter_context(celery_process("beat", env, "-s", str(DEMO_DIR / "beat-schedule")))
         client = WorkflowClient(settings)
-        run_id = client.create_run("document-processing", DOCUMENT,
-                                   config={"classify": {"batch_seconds": 2}})
+        run_id = client.create_run(
+            "document-processing", DOCUMENT, config={"classify": {"batch_seconds": 2}}
+        )
         say(f"run {run_id} created; following its stages:\n")
         view = follow(client, run_id, timeout=120)
         client.close()
@@ -79,13 +96,16 @@ def demo_environment(embedded: bool) -> dict[str, str]:
 
 
 @contextmanager
-def celery_process(kind: str, env: dict[str, str], *args: str) -> object:
+def celery_process(
+    kind: str, env: dict[str, str], *args: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``celery worker`` or ``celery beat`` for the duration of the block."""
     log_path = DEMO_DIR / f"{kind}.log"
     command = [sys.executable, "-m", "celery", "-A", APP, kind, "--loglevel=INFO", *args]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
         say(f"started celery {kind} (pid {process.pid}, log {log_path})")
         try:
             yield process

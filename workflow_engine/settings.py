@@ -40,7 +40,9 @@ class EngineSettings(BaseSettings):
     )
     broker_url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("WORKFLOW_ENGINE_BROKER_URL", "CELERY_BROKER_URL", "broker_url"),
+        validation_alias=AliasChoices(
+            "WORKFLOW_ENGINE_BROKER_URL", "CELERY_BROKER_URL", "broker_url"
+        ),
         description="Celery broker URL; unset means the embedded server-less broker.",
     )
     broker_dir: Path = Field(

@@ -79,9 +79,7 @@ def register_tasks(app: Celery) -> None:
         return len(result.claimed)
 
     @app.task(name=POLL_SUSPENDED, ignore_result=True)
-    def poll_suspended_task(
-        workflow_run_id: str | None = None, stage_id: str | None = None
-    ) -> int:
+    def poll_suspended_task(workflow_run_id: str | None = None, stage_id: str | None = None) -> int:
         """Check due suspended stages (or one) and transition the runs that resumed."""
         context = engine_context(app)
         return poll_suspended(

@@ -112,4 +112,3 @@ class CeleryJobTransport(SqlJobQueue):
                 return  # a long wait lives in the database; the tick wakes it when due
             eta = due if delay > timedelta(0) else None
         self.publisher.execute_job(job_id, queue=queue, priority=priority, eta=eta)
-

@@ -22,8 +22,43 @@ from workflow_engine import (
 )
 
 STOP_WORDS = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the this to was "
-    "were will with we you they their our not but can".split()
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "will",
+        "with",
+        "we",
+        "you",
+        "they",
+        "their",
+        "our",
+        "not",
+        "but",
+        "can",
+    }
 )
 CATEGORIES = {
     "finance": {"revenue", "profit", "market", "invoice", "budget", "cost", "price"},

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workflow_engine import StageContext, WorkflowBuilder, define_stage
+from workflow_engine import StageContext, Workflow, WorkflowBuilder, define_stage
 
 
 class Payload(BaseModel):
@@ -17,12 +17,10 @@ def _step(stage_id: str) -> Any:
     def execute(ctx: StageContext[Payload, Any]) -> Payload:
         return Payload(n=ctx.input.n + 1)
 
-    return define_stage(
-        id=stage_id, name=stage_id, input=Payload, output=Payload, execute=execute
-    )
+    return define_stage(id=stage_id, name=stage_id, input=Payload, output=Payload, execute=execute)
 
 
-noop_chain = (
+noop_chain: Workflow[Payload, Any] = (
     WorkflowBuilder("noop-chain", "No-op chain", "Three no-op stages in a row.", input=Payload)
     .pipe(_step("one"))
     .pipe(_step("two"))

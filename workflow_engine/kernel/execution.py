@@ -8,11 +8,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from workflow_engine.definitions.config import describe_validation_error
 from workflow_engine.definitions.stage import Stage, StageResult, Suspend
 from workflow_engine.errors import NonRetryableError, PayloadTooLargeError, WorkflowEngineError
+
+_JSON = TypeAdapter(Any)
 
 
 class StageOutputError(NonRetryableError):
@@ -96,7 +98,17 @@ def normalise_result(stage: Stage[Any, Any, Any], result: Any) -> Completed | Su
     if isinstance(result, StageResult):
         return Completed(
             output=validate_output(stage, result.output),
-            metrics=dict(result.metrics),
-            artifacts=dict(result.artifacts),
+            metrics=json_mapping(stage, "metrics", result.metrics),
+            artifacts=json_mapping(stage, "artifacts", result.artifacts),
         )
     return Completed(output=validate_output(stage, result))
+
+
+def json_mapping(stage: Stage[Any, Any, Any], what: str, value: Mapping[str, Any]) -> Any:
+    """``metrics`` or ``artifacts`` as JSON-mode values; a stage error if they are not JSON."""
+    try:
+        return _JSON.dump_python(dict(value), mode="json")
+    except (TypeError, ValueError) as exc:
+        raise StageOutputError(
+            f"Stage {stage.id} returned {what} that are not JSON-serialisable: {exc}"
+        ) from None

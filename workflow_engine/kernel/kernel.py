@@ -160,7 +160,8 @@ class Kernel:
         try:
             result = handler(command, runtime, idempotency)
         except BaseException:
-            self._release(key, command_type)
+            if not idempotency.completed:  # a committed key stays: replays return its result
+                self._release(key, command_type)
             raise
         if not idempotency.completed:
             runtime.persistence.complete_idempotency_key(

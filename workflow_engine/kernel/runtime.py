@@ -42,7 +42,7 @@ class KernelOptions:
 
 @dataclass
 class Idempotency:
-    """The idempotency key a dispatch holds, and whether it was completed yet."""
+    """The idempotency key a dispatch holds, and whether it was completed (and committed)."""
 
     key: str
     command_type: str
@@ -152,7 +152,9 @@ class Scope:
     def complete_idempotency(self, idempotency: Idempotency, result: Any) -> None:
         stored = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
         self.tx.complete_idempotency_key(idempotency.key, idempotency.command_type, stored)
-        idempotency.completed = True
+        # Completed only once the transaction commits: a failure after the commit (even in
+        # an after-commit callback) must not release a key whose command took effect.
+        self.tx.after_commit(lambda: setattr(idempotency, "completed", True))
 
 
 def json_size(value: Any) -> int:

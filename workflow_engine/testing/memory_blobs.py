@@ -12,13 +12,49 @@ from workflow_engine.clock import Clock, SystemClock
 from workflow_engine.errors import BlobNotFoundError
 
 
+_PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+class _NotPlainJson(Exception):
+    """``value`` holds something a JSON round trip would change (a model, an enum, ...)."""
+
+
+def _clone_plain(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlainJson
+            out[key] = _clone_plain(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_clone_plain(item) for item in value]
+    if kind in _PLAIN_SCALARS:
+        return value
+    raise _NotPlainJson
+
+
 def json_clone(value: Any) -> Any:
     """Return a deep copy of ``value`` as it would come back from a JSON column.
 
     Models and datetimes become their JSON form, tuples become lists; the result shares no
     mutable container with ``value``.
     """
-    return json.loads(json.dumps(to_jsonable_python(value)))
+    try:  # fast path: plain dicts, lists and scalars copy as they are
+        return _clone_plain(value)
+    except (_NotPlainJson, RecursionError):
+        return json.loads(json.dumps(to_jsonable_python(value)))
+
+
+def clone_stored_json(value: Any) -> Any:
+    """Copy a value that is already in JSON form (as stored): new dicts and lists, same scalars."""
+    kind = type(value)
+    if kind is dict:
+        return {key: clone_stored_json(item) for key, item in value.items()}
+    if kind is list:
+        return [clone_stored_json(item) for item in value]
+    return value
 
 
 class InMemoryBlobStore:

@@ -3,16 +3,23 @@
 Every table is a dict of immutable records. Inside ``with_transaction`` each write records the
 row it replaced in an undo log; a failure restores those rows in reverse order, so a rolled-back
 transaction leaves nothing behind, as it would in a database.
+
+Secondary indexes (rows by run, by status, pending outbox events...) are maintained by every
+put, remove and restore of a table, so a rollback keeps them right too. Records handed out share
+everything with the stored row except fresh copies of their JSON dicts and lists.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from itertools import islice
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -31,6 +38,7 @@ from workflow_engine.records import (
     WorkflowStageRecord,
 )
 from workflow_engine.status import Status
+from workflow_engine.testing._records import copy_record, validated_update
 from workflow_engine.testing.memory_blobs import json_clone
 
 T = TypeVar("T")
@@ -50,23 +58,161 @@ def _new_id() -> str:
 
 
 def _copy(record: M) -> M:
-    """A deep copy, so a caller mutating a JSON field cannot reach the stored row."""
-    return record.model_copy(deep=True)
+    """A copy whose JSON containers are fresh, so a caller cannot reach the stored row."""
+    return copy_record(record)
+
+
+class _Index(Protocol):
+    """A secondary index of a :class:`_Table`, told about every row that comes and goes."""
+
+    def add(self, key: Any, row: Any, order: int) -> None: ...
+
+    def discard(self, key: Any, row: Any) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+class _GroupIndex:
+    """Keys of the rows by ``group_of(row)`` (rows whose group is ``None`` are left out)."""
+
+    def __init__(self, group_of: Callable[[Any], Hashable | None]) -> None:
+        self._group_of = group_of
+        self._groups: dict[Any, dict[Any, None]] = {}
+
+    def add(self, key: Any, row: Any, order: int) -> None:
+        group = self._group_of(row)
+        if group is not None:
+            members = self._groups.get(group)
+            if members is None:
+                members = self._groups[group] = {}
+            members[key] = None
+
+    def discard(self, key: Any, row: Any) -> None:
+        group = self._group_of(row)
+        if group is None:
+            return
+        members = self._groups.get(group)
+        if members is not None:
+            members.pop(key, None)
+            if not members:
+                del self._groups[group]
+
+    def keys(self, group: Any) -> list[Any]:
+        """The keys in ``group``, in no particular order."""
+        return list(self._groups.get(group, ()))
+
+    def clear(self) -> None:
+        self._groups.clear()
+
+
+class _HeapIndex:
+    """Rows whose ``sort_key(row)`` is not ``None``, smallest key first.
+
+    Entries are checked lazily: an entry counts only while its row is still there with the same
+    key (a changed row was pushed again with its new key), so nothing needs deleting on change.
+    """
+
+    def __init__(self, sort_key: Callable[[Any], tuple[Any, ...] | None]) -> None:
+        self.sort_key = sort_key
+        self._heap: list[tuple[tuple[Any, ...], int, Any]] = []
+
+    def add(self, key: Any, row: Any, order: int) -> None:
+        sort_key = self.sort_key(row)
+        if sort_key is not None:
+            heapq.heappush(self._heap, (sort_key, order, key))
+
+    def discard(self, key: Any, row: Any) -> None:
+        pass  # entries are checked when they come up
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+    def first(self, table: _Table[Any, Any]) -> tuple[tuple[Any, ...], Any] | None:
+        """The smallest current ``(sort key, row key)``, dropping outdated entries on the way."""
+        heap = self._heap
+        while heap:
+            sort_key, order, key = heap[0]
+            row = table.rows.get(key)
+            if row is not None and table.order(key) == order and self.sort_key(row) == sort_key:
+                return sort_key, key
+            heapq.heappop(heap)
+        return None
+
+    def pop_first(self) -> None:
+        heapq.heappop(self._heap)
+
+    def rebuild(self, table: _Table[Any, Any]) -> None:
+        """Drop outdated entries once they outnumber the rows (keeps memory bounded)."""
+        if len(self._heap) > 2 * len(table.rows) + 1024:
+            self._heap = []
+            for key, row in table.rows.items():
+                self.add(key, row, table.order(key))
+
+
+class _PendingOutboxIndex:
+    """Unpublished events outside the DLQ, by run (run ids kept sorted), then sequence."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, dict[str, tuple[int, int]]] = {}
+        self._run_ids: list[str] = []
+
+    def add(self, key: str, row: OutboxEventRecord, order: int) -> None:
+        if row.published_at is not None or row.dlq_at is not None:
+            return
+        events = self._runs.get(row.workflow_run_id)
+        if events is None:
+            events = self._runs[row.workflow_run_id] = {}
+            bisect.insort(self._run_ids, row.workflow_run_id)
+        events[key] = (row.sequence, order)
+
+    def discard(self, key: str, row: OutboxEventRecord) -> None:
+        if row.published_at is not None or row.dlq_at is not None:
+            return
+        events = self._runs.get(row.workflow_run_id)
+        if events is None:
+            return
+        events.pop(key, None)
+        if not events:
+            del self._runs[row.workflow_run_id]
+            del self._run_ids[bisect.bisect_left(self._run_ids, row.workflow_run_id)]
+
+    def clear(self) -> None:
+        self._runs.clear()
+        self._run_ids.clear()
+
+    def keys_in_order(self) -> Iterator[str]:
+        """Event keys by run id, then sequence (safe to write to events while iterating)."""
+        for run_id in list(self._run_ids):
+            events = self._runs.get(run_id)
+            if events:
+                yield from sorted(events, key=events.__getitem__)
 
 
 class _Table(Generic[K, V]):
-    """Rows by key, remembering each key's insertion number so a rollback restores order."""
+    """Rows by key, remembering each key's insertion number so a rollback restores order.
 
-    def __init__(self) -> None:
+    Every change goes through ``put``, ``remove`` or ``restore``, which keep ``indexes`` current.
+    """
+
+    def __init__(self, *indexes: _Index) -> None:
         self.rows: dict[K, V] = {}
         self._order: dict[K, int] = {}
         self._counter = 0
+        self.indexes = indexes
 
     def get(self, key: K) -> V | None:
         return self.rows.get(key)
 
     def values(self) -> list[V]:
         return list(self.rows.values())
+
+    def order(self, key: K) -> int:
+        return self._order[key]
+
+    def in_order(self, keys: Iterable[K]) -> list[V]:
+        """The rows of ``keys`` in insertion order (the order of ``values()``)."""
+        rows = self.rows
+        return [rows[key] for key in sorted(keys, key=self._order.__getitem__)]
 
     def snapshot(self, key: K) -> tuple[int, V] | None:
         """The current row and its insertion number (``None`` when absent)."""
@@ -75,20 +221,39 @@ class _Table(Generic[K, V]):
         return self._order[key], self.rows[key]
 
     def put(self, key: K, value: V) -> None:
-        if key not in self.rows:
+        rows = self.rows
+        if key in rows:
+            old = rows[key]
+            for index in self.indexes:
+                index.discard(key, old)
+        else:
             self._counter += 1
             self._order[key] = self._counter
-        self.rows[key] = value
+        rows[key] = value
+        order = self._order[key]
+        for index in self.indexes:
+            index.add(key, value, order)
 
     def remove(self, key: K) -> None:
-        self.rows.pop(key, None)
-        self._order.pop(key, None)
+        if key not in self.rows:
+            return
+        old = self.rows.pop(key)
+        del self._order[key]
+        for index in self.indexes:
+            index.discard(key, old)
 
     def restore(self, key: K, saved: tuple[int, V] | None) -> None:
         if saved is None:
             self.remove(key)
             return
-        self._order[key], self.rows[key] = saved
+        if key in self.rows:
+            old = self.rows[key]
+            for index in self.indexes:
+                index.discard(key, old)
+        order, value = saved
+        self._order[key], self.rows[key] = order, value
+        for index in self.indexes:
+            index.add(key, value, order)
 
     def reorder(self) -> None:
         """Put rows back in insertion order (after a rollback re-inserted deleted ones)."""
@@ -97,6 +262,8 @@ class _Table(Generic[K, V]):
     def clear(self) -> None:
         self.rows.clear()
         self._order.clear()
+        for index in self.indexes:
+            index.clear()
 
 
 @dataclass(frozen=True)
@@ -136,13 +303,27 @@ def _check_changes(model: type[BaseModel], changes: Mapping[str, Any]) -> None:
 def _with_changes(
     record: M, changes: Mapping[str, Any], json_fields: frozenset[str], now: datetime
 ) -> M:
-    """Validate ``record`` with ``changes`` applied, a bumped version and a new ``updated_at``."""
-    data = record.model_dump()
-    for name, value in changes.items():
-        data[name] = json_clone(value) if name in json_fields else value
-    data["version"] = data["version"] + 1
+    """``record`` with ``changes`` validated and applied, a bumped version and a new
+    ``updated_at`` (field names are checked by :func:`_check_changes` beforehand)."""
+    data = {
+        name: json_clone(value) if name in json_fields else value
+        for name, value in changes.items()
+    }
+    data["version"] = record.version + 1  # type: ignore[attr-defined]
     data["updated_at"] = now
-    return type(record).model_validate(data)
+    return validated_update(record, data)
+
+
+def _pending_run_key(run: WorkflowRunRecord) -> tuple[Any, ...] | None:
+    return (-run.priority, run.created_at) if run.status == Status.PENDING else None
+
+
+def _published_key(event: OutboxEventRecord) -> tuple[Any, ...] | None:
+    return (event.published_at,) if event.published_at is not None else None
+
+
+def _completed_key_key(row: _IdempotencyRow) -> tuple[Any, ...] | None:
+    return (row.created_at,) if row.completed else None
 
 
 class InMemoryWorkflowPersistence:
@@ -156,13 +337,32 @@ class InMemoryWorkflowPersistence:
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._local = threading.local()
-        self._runs: _Table[str, WorkflowRunRecord] = _Table()
-        self._stages: _Table[str, WorkflowStageRecord] = _Table()
+        self._runs_by_status = _GroupIndex(lambda run: run.status)
+        self._pending_runs = _HeapIndex(_pending_run_key)
+        self._runs: _Table[str, WorkflowRunRecord] = _Table(
+            self._runs_by_status, self._pending_runs
+        )
+        self._stages_by_run = _GroupIndex(lambda stage: stage.workflow_run_id)
+        self._stages_by_status = _GroupIndex(lambda stage: stage.status)
+        self._stages: _Table[str, WorkflowStageRecord] = _Table(
+            self._stages_by_run, self._stages_by_status
+        )
         self._stage_keys: _Table[tuple[str, str], str] = _Table()
-        self._logs: _Table[str, WorkflowLogRecord] = _Table()
-        self._outbox: _Table[str, OutboxEventRecord] = _Table()
+        self._logs_by_run = _GroupIndex(lambda log: log.workflow_run_id)
+        self._logs_by_stage = _GroupIndex(lambda log: log.workflow_stage_id)
+        self._logs: _Table[str, WorkflowLogRecord] = _Table(self._logs_by_run, self._logs_by_stage)
+        self._outbox_by_run = _GroupIndex(lambda event: event.workflow_run_id)
+        self._outbox_pending = _PendingOutboxIndex()
+        self._outbox_dlq = _GroupIndex(lambda event: True if event.dlq_at is not None else None)
+        self._outbox_published = _HeapIndex(_published_key)
+        self._outbox: _Table[str, OutboxEventRecord] = _Table(
+            self._outbox_by_run, self._outbox_pending, self._outbox_dlq, self._outbox_published
+        )
         self._sequences: _Table[str, int] = _Table()
-        self._idempotency: _Table[tuple[str, str], _IdempotencyRow] = _Table()
+        self._completed_keys = _HeapIndex(_completed_key_key)
+        self._idempotency: _Table[tuple[str, str], _IdempotencyRow] = _Table(
+            self._completed_keys
+        )
 
     # -- storage primitives -------------------------------------------------------------------
     def _tables(self) -> list[_Table[Any, Any]]:
@@ -286,9 +486,14 @@ class InMemoryWorkflowPersistence:
     ) -> list[WorkflowRunRecord]:
         """Runs, newest first, optionally filtered by status and workflow."""
         with self._lock:
+            candidates = (
+                self._runs.values()
+                if status is None
+                else self._runs.in_order(self._runs_by_status.keys(status))
+            )
             runs = [
                 run
-                for run in reversed(self._runs.values())
+                for run in reversed(candidates)
                 if (status is None or run.status == status)
                 and (workflow_id is None or run.workflow_id == workflow_id)
             ]
@@ -298,25 +503,30 @@ class InMemoryWorkflowPersistence:
     def get_stuck_runs(self, since: datetime) -> list[WorkflowRunRecord]:
         """RUNNING runs not updated after ``since`` none of whose stages was either."""
         with self._lock:
-            active = {s.workflow_run_id for s in self._stages.values() if s.updated_at > since}
+            running = self._runs.in_order(self._runs_by_status.keys(Status.RUNNING))
             stuck = [
                 run
-                for run in self._runs.values()
-                if run.status == Status.RUNNING and run.updated_at <= since and run.id not in active
+                for run in running
+                if run.updated_at <= since and not self._has_stage_updated_after(run.id, since)
             ]
         stuck.sort(key=lambda run: run.updated_at)
         return [_copy(run) for run in stuck]
 
+    def _has_stage_updated_after(self, run_id: str, since: datetime) -> bool:
+        stages = self._stages.rows
+        return any(stages[key].updated_at > since for key in self._stages_by_run.keys(run_id))
+
     def claim_next_pending_run(self) -> WorkflowRunRecord | None:
         """Move the highest-priority, oldest PENDING run to RUNNING and return it."""
         with self._lock:
-            pending = [run for run in self._runs.values() if run.status == Status.PENDING]
-            if not pending:
+            self._pending_runs.rebuild(self._runs)
+            first = self._pending_runs.first(self._runs)
+            if first is None:
                 return None
-            pending.sort(key=lambda run: (-run.priority, run.created_at))
+            run = self._runs.rows[first[1]]
             now = self.clock.now()
             claimed = _with_changes(
-                pending[0], {"status": Status.RUNNING, "started_at": now}, frozenset(), now
+                run, {"status": Status.RUNNING, "started_at": now}, frozenset(), now
             )
             self._put(self._runs, claimed.id, claimed)
             return _copy(claimed)
@@ -409,9 +619,8 @@ class InMemoryWorkflowPersistence:
         with self._lock:
             stages = [
                 stage
-                for stage in self._stages.values()
-                if stage.workflow_run_id == workflow_run_id
-                and (status is None or stage.status == status)
+                for stage in self._stages.in_order(self._stages_by_run.keys(workflow_run_id))
+                if status is None or stage.status == status
             ]
         stages.sort(key=lambda s: (s.execution_group, s.stage_number), reverse=descending)
         return [_copy(stage) for stage in stages]
@@ -421,11 +630,11 @@ class InMemoryWorkflowPersistence:
     ) -> list[WorkflowStageRecord]:
         """SUSPENDED stages whose ``next_poll_at`` is at or before ``before``, earliest first."""
         with self._lock:
+            suspended = self._stages_by_status.keys(Status.SUSPENDED)
             due = [
                 (stage.next_poll_at, stage)
-                for stage in self._stages.values()
-                if stage.status == Status.SUSPENDED
-                and stage.next_poll_at is not None
+                for stage in self._stages.in_order(suspended)
+                if stage.next_poll_at is not None
                 and stage.next_poll_at <= before
             ]
         due.sort(key=lambda pair: pair[0])
@@ -438,9 +647,8 @@ class InMemoryWorkflowPersistence:
             stage = self._stages.get(stage_record_id)
             if stage is None:
                 return
-            for log in self._logs.values():
-                if log.workflow_stage_id == stage_record_id:
-                    self._remove(self._logs, log.id)
+            for log in self._logs.in_order(self._logs_by_stage.keys(stage_record_id)):
+                self._remove(self._logs, log.id)
             self._remove(self._stage_keys, (stage.workflow_run_id, stage.stage_id))
             self._remove(self._stages, stage_record_id)
 
@@ -471,7 +679,7 @@ class InMemoryWorkflowPersistence:
     def get_logs_by_run(self, workflow_run_id: str) -> list[WorkflowLogRecord]:
         """The run's log lines, oldest first."""
         with self._lock:
-            logs = [log for log in self._logs.values() if log.workflow_run_id == workflow_run_id]
+            logs = self._logs.in_order(self._logs_by_run.keys(workflow_run_id))
         logs.sort(key=lambda log: log.created_at)
         return [_copy(log) for log in logs]
 
@@ -497,10 +705,11 @@ class InMemoryWorkflowPersistence:
         self._put(self._outbox, record.id, record)
         return record
 
-    def _pending_outbox(self) -> list[OutboxEventRecord]:
-        pending = [e for e in self._outbox.values() if e.published_at is None and e.dlq_at is None]
-        pending.sort(key=lambda e: (e.workflow_run_id, e.sequence))
-        return pending
+    def _pending_outbox(self) -> Iterator[OutboxEventRecord]:
+        """Events neither published nor in the DLQ, by run then sequence."""
+        rows = self._outbox.rows
+        for key in self._outbox_pending.keys_in_order():
+            yield rows[key]
 
     def _set_event(self, event: OutboxEventRecord, **changes: Any) -> OutboxEventRecord:
         updated = event.model_copy(update=changes)
@@ -516,7 +725,9 @@ class InMemoryWorkflowPersistence:
     def get_unpublished_outbox_events(self, limit: int = 100) -> list[OutboxEventRecord]:
         """Events neither published nor in the DLQ, ordered by run then sequence."""
         with self._lock:
-            return [_copy(event) for event in self._pending_outbox()[:limit]]
+            pending = self._pending_outbox()
+            events = list(islice(pending, limit)) if limit >= 0 else list(pending)[:limit]
+            return [_copy(event) for event in events]
 
     def claim_outbox_events(
         self, limit: int, *, now: datetime, lease_ms: int
@@ -579,7 +790,7 @@ class InMemoryWorkflowPersistence:
             self._set_event(event, dlq_at=self.clock.now(), claimed_until=None)
 
     def _dlq(self) -> list[OutboxEventRecord]:
-        parked = [e for e in self._outbox.values() if e.dlq_at is not None]
+        parked = self._outbox.in_order(self._outbox_dlq.keys(True))
         parked.sort(key=lambda e: (e.dlq_at, e.workflow_run_id, e.sequence))
         return parked
 
@@ -594,7 +805,7 @@ class InMemoryWorkflowPersistence:
     def get_outbox_events(self, workflow_run_id: str) -> list[OutboxEventRecord]:
         """All outbox events of a run, by sequence (published, pending and DLQ)."""
         with self._lock:
-            events = [e for e in self._outbox.values() if e.workflow_run_id == workflow_run_id]
+            events = self._outbox.in_order(self._outbox_by_run.keys(workflow_run_id))
         events.sort(key=lambda e: e.sequence)
         return [_copy(event) for event in events]
 
@@ -606,14 +817,7 @@ class InMemoryWorkflowPersistence:
     def delete_published_outbox_events(self, before: datetime) -> int:
         """Delete events published before ``before``; return how many."""
         with self._lock:
-            old = [
-                e.id
-                for e in self._outbox.values()
-                if e.published_at is not None and e.published_at < before
-            ]
-            for event_id in old:
-                self._remove(self._outbox, event_id)
-            return len(old)
+            return self._delete_before(self._outbox, self._outbox_published, before)
 
     # -- idempotency --------------------------------------------------------------------------
     def acquire_idempotency_key(
@@ -656,14 +860,17 @@ class InMemoryWorkflowPersistence:
     def delete_idempotency_keys(self, before: datetime) -> int:
         """Delete completed keys created before ``before``; return how many."""
         with self._lock:
-            old = [
-                scope
-                for scope, row in self._idempotency.rows.items()
-                if row.completed and row.created_at < before
-            ]
-            for scope in old:
-                self._remove(self._idempotency, scope)
-            return len(old)
+            return self._delete_before(self._idempotency, self._completed_keys, before)
+
+    def _delete_before(self, table: _Table[Any, Any], index: _HeapIndex, before: datetime) -> int:
+        """Delete the rows of ``index`` whose (one-element) sort key is before ``before``."""
+        index.rebuild(table)
+        deleted = 0
+        while (first := index.first(table)) is not None and first[0][0] < before:
+            index.pop_first()
+            self._remove(table, first[1])
+            deleted += 1
+        return deleted
 
     # -- test helpers -------------------------------------------------------------------------
     def clear(self) -> None:

@@ -156,9 +156,14 @@ def test_the_run_input_is_validated_and_stored_in_json_mode(make_harness, build_
         text: str
         retries: int = 2
 
-    h = make_harness(build_workflow(Job, define_stage(
-        id="echo", name="Echo", input=Job, output=Job, execute=lambda ctx: ctx.input
-    )))
+    h = make_harness(
+        build_workflow(
+            Job,
+            define_stage(
+                id="echo", name="Echo", input=Job, output=Job, execute=lambda ctx: ctx.input
+            ),
+        )
+    )
 
     run = h.run("wf", {"text": "x"})
     assert run.input == {"text": "x", "retries": 2}

@@ -200,7 +200,9 @@ def build_workflows(probe: Probe) -> list[Workflow[Any, Any]]:
     )
 
     def explode_now(ctx: StageContext[TextIn, Any]) -> Any:
-        probe.enter(ctx)
+        override = probe.enter(ctx)
+        if override is not None:
+            return override
         raise ValueError("boom")
 
     explode = define_stage(
@@ -262,14 +264,9 @@ class KernelEnv:
 
     def execute(self, run_id: str, stage_id: str, **kw: Any) -> JobExecuteResult:
         run = self.run(run_id)
+        kw.setdefault("config", run.config)
         return self.kernel.dispatch(
-            JobExecute(
-                workflow_run_id=run_id,
-                workflow_id=run.workflow_id,
-                stage_id=stage_id,
-                config=run.config,
-                **kw,
-            )
+            JobExecute(workflow_run_id=run_id, workflow_id=run.workflow_id, stage_id=stage_id, **kw)
         )
 
     def transition(self, run_id: str) -> RunTransitionResult:
@@ -311,16 +308,21 @@ class KernelEnv:
         return results
 
     def finish(self, run_id: str, rounds: int = 20) -> WorkflowRunRecord:
-        """Execute and transition until the run is terminal (suspended stages are polled)."""
+        """Execute, poll and transition until the run is terminal, moving the clock on to the
+        next retry or poll when nothing is due."""
         for _ in range(rounds):
             self.drain()
             self.transition(run_id)
             run = self.run(run_id)
             if run.status in TERMINAL_RUN_STATUSES:
                 return run
-            if any(s.status == Status.SUSPENDED for s in self.stages(run_id)):
-                self.clock.advance(timedelta(hours=1))
-                self.poll(workflow_run_id=run_id)
+            due = [s.next_poll_at for s in self.stages(run_id) if s.status == Status.SUSPENDED]
+            due += [j.next_poll_at for j in self.jobs_of(run_id) if j.status == Status.PENDING]
+            later = [at for at in due if at is not None and at > self.clock.now()]
+            if later:
+                self.clock.set(min(later))
+            if self.poll(workflow_run_id=run_id).resumed:
+                self.transition(run_id)
         raise AssertionError(f"run {run_id} did not finish: {self.run(run_id).status}")
 
     def unregister(self, workflow_id: str) -> None:

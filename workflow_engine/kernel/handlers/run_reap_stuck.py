@@ -46,7 +46,19 @@ def _reap(scope: Scope, run_id: str, threshold_ms: int) -> str:
     if any(stage.status == Status.SUSPENDED for stage in stages):
         return "skipped"
     workflow = scope.runtime.registry.get_workflow(run.workflow_id)
-    orphans = [stage for stage in stages if stage.status == Status.PENDING]
+    # A PENDING stage whose job used up its attempts before the stage ran (pre-flight
+    # failures) is not an orphan: enqueueing it again would loop; the run fails below.
+    gave_up = {
+        (job.stage_id, job.completed_at)
+        for job in jobs
+        if job.status == Status.FAILED and job.completed_at is not None
+    }
+    orphans = [
+        stage
+        for stage in stages
+        if stage.status == Status.PENDING
+        and not any(sid == stage.stage_id and at >= stage.created_at for sid, at in gave_up)
+    ]
     if orphans and workflow is not None:
         _requeue(scope, workflow, run.id, [stage.stage_id for stage in orphans])
         return "recovered"

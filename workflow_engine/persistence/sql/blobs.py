@@ -42,7 +42,7 @@ class SqlBlobStore:
         with self._db.statement() as conn:
             row = {"key": key, "data": value, "created_at": now, "updated_at": now}
             set_ = {"data": value, "updated_at": now}
-            conn.execute(insert_on_conflict(conn, blobs, row, ["key"], set_))
+            conn.execute(insert_on_conflict(conn.dialect.name, blobs, row, ["key"], set_))
 
     def get(self, key: str) -> Any:
         """Return the value; raise ``BlobNotFoundError`` if the key is absent."""

@@ -159,7 +159,7 @@ class Transaction:
     """An open write transaction and what to run once it commits."""
 
     connection: Connection
-    callbacks: list[Callable[[], None]] = field(default_factory=list)
+    callbacks: list[Callable[[], object]] = field(default_factory=list)
 
     def run_callbacks(self) -> None:
         """Run every callback; re-raise the first failure once all have run."""

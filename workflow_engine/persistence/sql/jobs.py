@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 
 from workflow_engine.clock import Clock, SystemClock
 from workflow_engine.errors import RecordNotFoundError
@@ -17,7 +17,7 @@ from workflow_engine.persistence.sql.dialect import ConnectionSource, same_datab
 from workflow_engine.persistence.sql.persistence import SqlPersistence
 from workflow_engine.persistence.sql.queries import is_status
 from workflow_engine.persistence.sql.tables import job_queue
-from workflow_engine.persistence.sql.types import UtcDateTime, new_id
+from workflow_engine.persistence.sql.types import AnyRow, UtcDateTime, new_id
 from workflow_engine.persistence.sql.values import DEFAULT_MAX_JSON_BYTES, json_value
 from workflow_engine.ports import Persistence, StaleJobs
 from workflow_engine.records import JobRecord, NewJob
@@ -30,7 +30,7 @@ jq = job_queue
 _LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "locked_at": None, "lease_token": None}
 
 
-def _job(row: Row[Any]) -> JobRecord:
+def _job(row: AnyRow) -> JobRecord:
     return JobRecord.model_validate(dict(row._mapping))
 
 
@@ -104,10 +104,9 @@ class SqlJobQueue:
         return [row["id"] for row in rows]
 
     def _joinable(self, tx: Persistence | None) -> Connection | None:
-        if isinstance(tx, SqlPersistence) and tx.connection is not None:
-            if same_database(tx.engine, self._db.engine):
-                return tx.connection
-        return None
+        if not isinstance(tx, SqlPersistence) or tx.connection is None:
+            return None
+        return tx.connection if same_database(tx.engine, self._db.engine) else None
 
     def _new_row(self, job: NewJob) -> dict[str, Any]:
         now = self.clock.now()

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 
 from workflow_engine.clock import Clock, SystemClock
 from workflow_engine.errors import RecordNotFoundError, StaleVersionError
@@ -18,6 +18,7 @@ from workflow_engine.persistence.sql.dialect import (
     current_transaction,
     transaction,
 )
+from workflow_engine.persistence.sql.queries import params
 from workflow_engine.persistence.sql.tables import (
     idempotency_keys,
     outbox_events,
@@ -25,7 +26,7 @@ from workflow_engine.persistence.sql.tables import (
     workflow_runs,
     workflow_stages,
 )
-from workflow_engine.persistence.sql.types import new_id
+from workflow_engine.persistence.sql.types import AnyRow, new_id
 from workflow_engine.persistence.sql.values import (
     DEFAULT_MAX_JSON_BYTES,
     check_changes,
@@ -53,15 +54,15 @@ runs, stages, logs = workflow_runs, workflow_stages, workflow_logs
 outbox, keys = outbox_events, idempotency_keys
 
 
-def _run(row: Row[Any]) -> WorkflowRunRecord:
+def _run(row: AnyRow) -> WorkflowRunRecord:
     return WorkflowRunRecord.model_validate(dict(row._mapping))
 
 
-def _stage(row: Row[Any]) -> WorkflowStageRecord:
+def _stage(row: AnyRow) -> WorkflowStageRecord:
     return WorkflowStageRecord.model_validate(dict(row._mapping))
 
 
-def _event(row: Row[Any]) -> OutboxEventRecord:
+def _event(row: AnyRow) -> OutboxEventRecord:
     return OutboxEventRecord.model_validate(dict(row._mapping))
 
 
@@ -88,6 +89,7 @@ class SqlPersistence:
         self.clock: Clock = clock or SystemClock()
         self.max_json_bytes = max_json_bytes
         self._db = ConnectionSource(engine)
+        self._dialect = engine.dialect.name
 
     # -- transactions -------------------------------------------------------------------------
     @property
@@ -104,6 +106,7 @@ class SqlPersistence:
         bound = SqlPersistence.__new__(SqlPersistence)
         bound.clock, bound.max_json_bytes = self.clock, self.max_json_bytes
         bound._db = ConnectionSource(self._db.engine, tx)
+        bound._dialect = self._dialect
         return bound
 
     def with_transaction(self, fn: Callable[[Persistence], T]) -> T:
@@ -115,7 +118,7 @@ class SqlPersistence:
         with transaction(self._db.engine) as tx:
             return fn(self if self._db.tx is tx else self._bound(tx))
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
+    def after_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once the current transaction commits (at once outside one)."""
         tx = self._db.tx or current_transaction(self._db.engine)
         if tx is None:
@@ -135,7 +138,7 @@ class SqlPersistence:
             values[name] = self._json(f"workflow_runs.{name}", values[name])
         record = WorkflowRunRecord(id=data.id or new_id(), created_at=now, updated_at=now, **values)
         with self._db.statement() as conn:
-            conn.execute(sa.insert(runs).values(record.model_dump()))
+            conn.execute(queries.INSERT_RUN, record.model_dump())
         return record
 
     def update_run(
@@ -149,33 +152,38 @@ class SqlPersistence:
         """Change the given fields, bump ``version``; raise ``StaleVersionError`` on mismatch."""
         changes = {**(data or {}), **fields}
         values = check_changes(WorkflowRunRecord, runs, changes, self.max_json_bytes)
-        with self._db.statement() as conn:
-            row = conn.execute(
-                queries.versioned_update(runs, run_id, expected_version, values, self.clock.now())
-            ).first()
-            if row is None:
-                self._raise_missing(conn, runs, "WorkflowRun", run_id, expected_version)
-        return _run(row)
+        return _run(self._versioned_update(runs, "WorkflowRun", run_id, expected_version, values))
 
-    @staticmethod
-    def _raise_missing(
-        conn: Connection, table: sa.Table, entity: str, row_id: str, expected: int | None
-    ) -> Any:
-        actual = conn.scalar(sa.select(table.c.version).where(table.c.id == row_id))
-        if actual is None or expected is None:
+    def _versioned_update(
+        self,
+        table: sa.Table,
+        entity: str,
+        row_id: str,
+        expected_version: int | None,
+        values: Mapping[str, Any],
+    ) -> AnyRow:
+        """One ``UPDATE ... RETURNING``; on no row, find out whether it is missing or stale."""
+        stmt = queries.versioned_update(table, tuple(values), expected_version is not None)
+        bound = params(id=row_id, expected_version=expected_version, now=self.clock.now(), **values)
+        with self._db.statement() as conn:
+            row = conn.execute(stmt, bound).first()
+            if row is not None:
+                return row
+            actual = conn.scalar(queries.version_of(table), params(id=row_id))
+        if actual is None or expected_version is None:
             raise RecordNotFoundError(f"{entity} {row_id} not found")
-        raise StaleVersionError(entity, row_id, expected, actual)
+        raise StaleVersionError(entity, row_id, expected_version, actual)
 
     def get_run(self, run_id: str) -> WorkflowRunRecord | None:
         """The run, or ``None``."""
         with self._db.read() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+            row = conn.execute(queries.by_id(runs), params(id=run_id)).first()
         return _run(row) if row is not None else None
 
     def get_run_status(self, run_id: str) -> Status | None:
         """The run's status, or ``None`` if there is no such run."""
         with self._db.read() as conn:
-            status: Status | None = conn.scalar(sa.select(runs.c.status).where(runs.c.id == run_id))
+            status: Status | None = conn.scalar(queries.RUN_STATUS, params(id=run_id))
         return status
 
     def list_runs(
@@ -199,7 +207,7 @@ class SqlPersistence:
     def get_stuck_runs(self, since: datetime) -> list[WorkflowRunRecord]:
         """RUNNING runs not updated after ``since`` none of whose stages was either."""
         with self._db.read() as conn:
-            rows = conn.execute(queries.stuck_runs(since)).all()
+            rows = conn.execute(queries.STUCK_RUNS, params(since=since)).all()
         return [_run(row) for row in rows]
 
     def claim_next_pending_run(self) -> WorkflowRunRecord | None:
@@ -209,22 +217,15 @@ class SqlPersistence:
         claimers take different runs, on SQLite the write lock serialises them.
         """
         with self._db.statement() as conn:
-            row = conn.execute(queries.claim_pending_run(self.clock.now())).first()
+            row = conn.execute(queries.CLAIM_PENDING_RUN, params(now=self.clock.now())).first()
         return _run(row) if row is not None else None
 
     # -- stages ---------------------------------------------------------------------------------
-    def _new_stage_values(self, data: NewStage) -> dict[str, Any]:
-        now = self.clock.now()
-        values = data.model_dump()
-        values["config"] = self._json("workflow_stages.config", values["config"])
-        record = WorkflowStageRecord(id=new_id(), created_at=now, updated_at=now, **values)
-        return record.model_dump()
-
     def create_stage(self, data: NewStage) -> WorkflowStageRecord:
         """Insert a stage at version 1; ``(workflow_run_id, stage_id)`` must be new."""
-        values = self._new_stage_values(data)
+        stmt = queries.insert_stage(self._dialect, None)
         with self._db.statement() as conn:
-            inserted = conn.execute(queries.insert_stage(conn, values, None)).first()
+            inserted = conn.execute(stmt, params(**self._new_stage_values(data))).first()
         if inserted is None:
             raise ValueError(f"Stage {data.stage_id} already exists in run {data.workflow_run_id}")
         return _stage(inserted)
@@ -244,30 +245,34 @@ class SqlPersistence:
         """
         if (create.workflow_run_id, create.stage_id) != (workflow_run_id, stage_id):
             raise ValueError("upsert_stage: `create` names a different run or stage")
-        changes = check_changes(
-            WorkflowStageRecord,
-            stages,
-            update,
-            self.max_json_bytes,
-            frozen=frozenset({"workflow_run_id", "stage_id"}),
-        )
-        values = self._new_stage_values(create)
-        now = self.clock.now()
+        changes = self._stage_changes(update)
+        stmt = queries.insert_stage(self._dialect, tuple(changes) if changes else None)
+        bound = params(**self._new_stage_values(create), now=self.clock.now())
+        bound.update(params(**{f"set_{name}": value for name, value in changes.items()}))
         with self._db.statement() as conn:
-            row = conn.execute(
-                queries.insert_stage(
-                    conn, values, {**changes, "updated_at": now} if changes else None
-                )
-            ).first()
-            if row is None:  # existed, and there was nothing to change
-                row = conn.execute(
-                    sa.select(stages).where(
-                        stages.c.workflow_run_id == workflow_run_id, stages.c.stage_id == stage_id
-                    )
-                ).first()
+            row = conn.execute(stmt, bound).first()
+            if row is None:  # it existed, and there was nothing to change
+                key = params(run_id=workflow_run_id, stage_id=stage_id)
+                row = conn.execute(queries.STAGE_BY_KEY, key).first()
         if row is None:  # deleted in between: only possible outside a transaction
             raise RecordNotFoundError(f"WorkflowStage {stage_id} of run {workflow_run_id} vanished")
         return _stage(row)
+
+    def _stage_changes(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        return check_changes(
+            WorkflowStageRecord,
+            stages,
+            changes,
+            self.max_json_bytes,
+            frozen=frozenset({"workflow_run_id", "stage_id"}),
+        )
+
+    def _new_stage_values(self, data: NewStage) -> dict[str, Any]:
+        now = self.clock.now()
+        values = data.model_dump()
+        values["config"] = self._json("workflow_stages.config", values["config"])
+        record = WorkflowStageRecord(id=new_id(), created_at=now, updated_at=now, **values)
+        return record.model_dump()
 
     def update_stage(
         self,
@@ -278,37 +283,23 @@ class SqlPersistence:
         **fields: Any,
     ) -> WorkflowStageRecord:
         """Change the given fields, bump ``version``; raise ``StaleVersionError`` on mismatch."""
-        values = check_changes(
-            WorkflowStageRecord,
-            stages,
-            {**(data or {}), **fields},
-            self.max_json_bytes,
-            frozen=frozenset({"workflow_run_id", "stage_id"}),
+        values = self._stage_changes({**(data or {}), **fields})
+        row = self._versioned_update(
+            stages, "WorkflowStage", stage_record_id, expected_version, values
         )
-        now = self.clock.now()
-        with self._db.statement() as conn:
-            row = conn.execute(
-                queries.versioned_update(stages, stage_record_id, expected_version, values, now)
-            ).first()
-            if row is None:
-                self._raise_missing(
-                    conn, stages, "WorkflowStage", stage_record_id, expected_version
-                )
         return _stage(row)
 
     def get_stage(self, workflow_run_id: str, stage_id: str) -> WorkflowStageRecord | None:
         """The stage of this run with this stage id, or ``None``."""
-        query = sa.select(stages).where(
-            stages.c.workflow_run_id == workflow_run_id, stages.c.stage_id == stage_id
-        )
+        key = params(run_id=workflow_run_id, stage_id=stage_id)
         with self._db.read() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(queries.STAGE_BY_KEY, key).first()
         return _stage(row) if row is not None else None
 
     def get_stage_by_id(self, stage_record_id: str) -> WorkflowStageRecord | None:
         """The stage row with this id, or ``None``."""
         with self._db.read() as conn:
-            row = conn.execute(sa.select(stages).where(stages.c.id == stage_record_id)).first()
+            row = conn.execute(queries.by_id(stages), params(id=stage_record_id)).first()
         return _stage(row) if row is not None else None
 
     def get_stages_by_run(
@@ -319,21 +310,18 @@ class SqlPersistence:
         descending: bool = False,
     ) -> list[WorkflowStageRecord]:
         """Stages of a run ordered by execution group, then stage number."""
-        order = [stages.c.execution_group, stages.c.stage_number]
-        query = sa.select(stages).where(stages.c.workflow_run_id == workflow_run_id)
-        if status is not None:
-            query = query.where(stages.c.status == status)
-        query = query.order_by(*(column.desc() if descending else column for column in order))
+        query = queries.stages_of_run(status is not None, descending)
         with self._db.read() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(query, params(run_id=workflow_run_id, status=status)).all()
         return [_stage(row) for row in rows]
 
     def get_suspended_stages(
         self, before: datetime, limit: int | None = None
     ) -> list[WorkflowStageRecord]:
         """SUSPENDED stages whose ``next_poll_at`` is at or before ``before``, earliest first."""
+        query = queries.due_suspended_stages(limit is not None)
         with self._db.read() as conn:
-            rows = conn.execute(queries.due_suspended_stages(before, limit)).all()
+            rows = conn.execute(query, params(before=before, limit=limit)).all()
         return [_stage(row) for row in rows]
 
     def delete_stage(self, stage_record_id: str) -> None:
@@ -366,26 +354,21 @@ class SqlPersistence:
         values = record.model_dump()
         values["level"] = record.level.value
         with self._db.statement() as conn:
-            conn.execute(sa.insert(logs).values(values))
+            conn.execute(queries.INSERT_LOG, values)
         return record
 
     def get_logs_by_run(self, workflow_run_id: str) -> list[WorkflowLogRecord]:
         """The run's log lines, oldest first."""
-        query = (
-            sa.select(logs)
-            .where(logs.c.workflow_run_id == workflow_run_id)
-            .order_by(logs.c.created_at, logs.c.id)
-        )
         with self._db.read() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(queries.LOGS_OF_RUN, params(run_id=workflow_run_id)).all()
         return [WorkflowLogRecord.model_validate(dict(row._mapping)) for row in rows]
 
     # -- outbox ---------------------------------------------------------------------------------
     def append_outbox_events(self, events: Sequence[NewOutboxEvent]) -> list[OutboxEventRecord]:
         """Append events, numbering them 1, 2, 3... per run in the given order.
 
-        Runs are serialised per run id (a transaction-level advisory lock on Postgres, the
-        write lock on SQLite), so concurrent appenders never pick the same sequence.
+        Appenders are serialised per run (a transaction-level advisory lock on Postgres, the
+        write lock on SQLite), so two never pick the same sequence number.
         """
         if not events:
             return []
@@ -393,7 +376,10 @@ class SqlPersistence:
         payloads = [self._json("outbox_events.payload", event.payload) for event in events]
         run_ids = sorted({event.workflow_run_id for event in events})
         with self._db.write() as conn:
-            last = queries.lock_and_read_sequences(conn, run_ids)
+            if self._dialect == "postgresql":
+                conn.execute(queries.LOCK_RUN_OUTBOXES, {"run_ids": run_ids})
+            rows = conn.execute(queries.LAST_SEQUENCES, params(run_ids=run_ids)).all()
+            last: dict[str, int] = {run_id: int(sequence) for run_id, sequence in rows}
             records = []
             for event, payload in zip(events, payloads, strict=True):
                 last[event.workflow_run_id] = last.get(event.workflow_run_id, 0) + 1
@@ -409,19 +395,13 @@ class SqlPersistence:
                         occurred_at=event.occurred_at,
                     )
                 )
-            conn.execute(sa.insert(outbox), [record.model_dump() for record in records])
+            conn.execute(queries.INSERT_OUTBOX, [record.model_dump() for record in records])
         return records
 
     def get_unpublished_outbox_events(self, limit: int = 100) -> list[OutboxEventRecord]:
         """Events neither published nor in the DLQ, ordered by run then sequence."""
-        query = (
-            sa.select(outbox)
-            .where(queries.UNPUBLISHED)
-            .order_by(outbox.c.workflow_run_id, outbox.c.sequence)
-            .limit(limit)
-        )
         with self._db.read() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(queries.UNPUBLISHED_EVENTS, params(limit=limit)).all()
         return [_event(row) for row in rows]
 
     def claim_outbox_events(
@@ -436,7 +416,9 @@ class SqlPersistence:
         """
         until = now + timedelta(milliseconds=lease_ms)
         with self._db.statement() as conn:
-            rows = conn.execute(queries.claim_outbox(limit, now, until)).all()
+            rows = conn.execute(
+                queries.CLAIM_OUTBOX, params(limit=limit, now=now, until=until)
+            ).all()
         claimed = [_event(row) for row in rows]
         claimed.sort(key=lambda event: (event.workflow_run_id, event.sequence))
         return claimed
@@ -452,76 +434,58 @@ class SqlPersistence:
     def _update_events(self, event_ids: Sequence[str], **values: Any) -> None:
         if not event_ids:
             return
+        stmt = queries.update_events(tuple(values))
         with self._db.statement() as conn:
-            conn.execute(sa.update(outbox).where(outbox.c.id.in_(list(event_ids))).values(values))
+            conn.execute(stmt, params(ids=list(event_ids), **values))
 
     def mark_outbox_plugin_delivered(self, event_id: str, plugin_id: str) -> None:
         """Remember that ``plugin_id`` has handled this event (so a retry skips it)."""
         with self._db.write() as conn:
-            delivered = conn.scalar(queries.lock_event_plugins(event_id))
+            delivered = conn.scalar(queries.LOCK_EVENT_PLUGINS, params(id=event_id))
             if delivered is None:
                 raise RecordNotFoundError(f"OutboxEvent {event_id} not found")
             if plugin_id not in delivered:
+                plugins = [*delivered, plugin_id]
                 conn.execute(
-                    sa.update(outbox)
-                    .where(outbox.c.id == event_id)
-                    .values(delivered_plugins=[*delivered, plugin_id])
+                    queries.SET_EVENT_PLUGINS, params(id=event_id, delivered_plugins=plugins)
                 )
 
     def increment_outbox_retry_count(self, event_id: str) -> int:
         """Count one failed delivery, release the claim, and return the new count."""
-        query = (
-            sa.update(outbox)
-            .where(outbox.c.id == event_id)
-            .values(retry_count=outbox.c.retry_count + 1, claimed_until=None)
-            .returning(outbox.c.retry_count)
-        )
         with self._db.statement() as conn:
-            count: int | None = conn.scalar(query)
+            count: int | None = conn.scalar(queries.COUNT_RETRY, params(id=event_id))
         if count is None:
             raise RecordNotFoundError(f"OutboxEvent {event_id} not found")
         return count
 
     def move_outbox_event_to_dlq(self, event_id: str) -> None:
         """Park the event in the dead-letter queue."""
-        query = (
-            sa.update(outbox)
-            .where(outbox.c.id == event_id)
-            .values(dlq_at=self.clock.now(), claimed_until=None)
-        )
+        bound = params(id=event_id, now=self.clock.now())
         with self._db.statement() as conn:
-            if conn.execute(query).rowcount == 0:
+            if conn.execute(queries.MOVE_TO_DLQ, bound).rowcount == 0:
                 raise RecordNotFoundError(f"OutboxEvent {event_id} not found")
 
     def replay_dlq_events(self, max_events: int = 100) -> int:
         """Move up to ``max_events`` DLQ events back to the outbox with a zero retry count."""
         with self._db.statement() as conn:
-            return conn.execute(queries.replay_dlq(max_events)).rowcount
+            return conn.execute(queries.REPLAY_DLQ, params(limit=max_events)).rowcount
 
     def get_outbox_events(self, workflow_run_id: str) -> list[OutboxEventRecord]:
         """All outbox events of a run, by sequence (published, pending and DLQ)."""
-        query = (
-            sa.select(outbox)
-            .where(outbox.c.workflow_run_id == workflow_run_id)
-            .order_by(outbox.c.sequence)
-        )
         with self._db.read() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(queries.EVENTS_OF_RUN, params(run_id=workflow_run_id)).all()
         return [_event(row) for row in rows]
 
     def get_dlq_events(self, limit: int = 100) -> list[OutboxEventRecord]:
         """Events in the DLQ, oldest parked first."""
         with self._db.read() as conn:
-            rows = conn.execute(queries.dlq_events().limit(limit)).all()
+            rows = conn.execute(queries.DLQ_EVENTS, params(limit=limit)).all()
         return [_event(row) for row in rows]
 
     def delete_published_outbox_events(self, before: datetime) -> int:
         """Delete events published before ``before``; return how many."""
-        query = sa.delete(outbox).where(
-            outbox.c.published_at.is_not(None), outbox.c.published_at < before
-        )
         with self._db.statement() as conn:
-            return conn.execute(query).rowcount
+            return conn.execute(queries.DELETE_PUBLISHED, params(before=before)).rowcount
 
     # -- idempotency ----------------------------------------------------------------------------
     def acquire_idempotency_key(
@@ -538,18 +502,25 @@ class SqlPersistence:
         ``stale_in_progress_after_ms`` old is reclaimed (``None``: never) by a conditional
         update, so of two reclaimers only one wins.
         """
+        marker = params(
+            id=new_id(),
+            key=key,
+            command_type=command_type,
+            completed=False,
+            result=None,
+            created_at=now,
+            completed_at=None,
+        )
+        scope = params(key=key, command_type=command_type)
         with self._db.write() as conn:
-            if conn.execute(queries.insert_key_marker(conn, key, command_type, now)).first():
+            if conn.execute(queries.insert_key_marker(self._dialect), marker).first():
                 return IdempotencyAcquire(status="acquired")
-            row = conn.execute(queries.select_key(key, command_type)).first()
-            if (
-                row is not None
-                and not row.completed
-                and _is_stale(row.created_at, now, stale_in_progress_after_ms)
-            ):
-                if conn.execute(queries.reclaim_key(row.id, row.created_at, now)).rowcount == 1:
+            row = conn.execute(queries.SELECT_KEY, scope).first()
+            if row is not None and _is_stale(row, now, stale_in_progress_after_ms):
+                reclaim = params(id=row.id, created_at=row.created_at, now=now)
+                if conn.execute(queries.RECLAIM_KEY, reclaim).rowcount == 1:
                     return IdempotencyAcquire(status="acquired")
-                row = conn.execute(queries.select_key(key, command_type)).first()
+                row = conn.execute(queries.SELECT_KEY, scope).first()
         if row is not None and row.completed:
             return IdempotencyAcquire(status="replay", result=row.result)
         return IdempotencyAcquire(status="in_progress")
@@ -561,23 +532,33 @@ class SqlPersistence:
         """
         stored = self._json("idempotency_keys.result", result)
         now = self.clock.now()
+        values = params(
+            id=new_id(),
+            key=key,
+            command_type=command_type,
+            completed=True,
+            result=stored,
+            created_at=now,
+            completed_at=now,
+            set_result=stored,
+            now=now,
+        )
         with self._db.statement() as conn:
-            conn.execute(queries.complete_key(conn, key, command_type, stored, now))
+            conn.execute(queries.complete_key(self._dialect), values)
 
     def release_idempotency_key(self, key: str, command_type: str) -> None:
         """Forget the key (the command failed; a retry may run it again)."""
-        query = sa.delete(keys).where(keys.c.key == key, keys.c.command_type == command_type)
         with self._db.statement() as conn:
-            conn.execute(query)
+            conn.execute(queries.DELETE_KEY, params(key=key, command_type=command_type))
 
     def delete_idempotency_keys(self, before: datetime) -> int:
         """Delete completed keys created before ``before``; return how many."""
-        query = sa.delete(keys).where(keys.c.completed.is_(True), keys.c.created_at < before)
         with self._db.statement() as conn:
-            return conn.execute(query).rowcount
+            return conn.execute(queries.DELETE_OLD_KEYS, params(before=before)).rowcount
 
 
-def _is_stale(created_at: datetime, now: datetime, stale_after_ms: float | None) -> bool:
-    if stale_after_ms is None:
+def _is_stale(row: AnyRow, now: datetime, stale_after_ms: float | None) -> bool:
+    """An in-progress marker at least ``stale_after_ms`` old (never, when it is ``None``)."""
+    if row.completed or stale_after_ms is None:
         return False
-    return now - created_at >= timedelta(milliseconds=stale_after_ms)
+    return bool(now - row.created_at >= timedelta(milliseconds=stale_after_ms))

@@ -1,4 +1,8 @@
-"""The statements of the persistence adapter that are more than a one-liner.
+"""The statements of the persistence adapter, built once and run with parameters.
+
+Hot statements are module constants or cached builders whose per-call values are named bind
+parameters (``p_<name>``; see :func:`params`): building a SQLAlchemy statement costs more
+Python time than running a short one over loopback.
 
 Status tests on hot paths compare against SQL literals (``status = 'PENDING'``), not bound
 parameters: a partial index is usable only when the planner can prove the query's predicate
@@ -8,7 +12,7 @@ implies the index's, which a parameter in a cached generic plan does not allow.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,15 +20,17 @@ from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.types import TypeEngine
 
 from workflow_engine.persistence.sql.tables import (
     idempotency_keys,
     outbox_events,
+    workflow_logs,
     workflow_runs,
     workflow_stages,
 )
-from workflow_engine.persistence.sql.types import new_id
+from workflow_engine.persistence.sql.types import UtcDateTime
 from workflow_engine.status import Status
 
 runs, stages, outbox, keys = workflow_runs, workflow_stages, outbox_events, idempotency_keys
@@ -33,7 +39,16 @@ runs, stages, outbox, keys = workflow_runs, workflow_stages, outbox_events, idem
 #: apart from any the application takes with one key).
 OUTBOX_LOCK_CLASS = 0x5746_4531  # "WFE1"
 
-UNPUBLISHED = sa.and_(outbox.c.published_at.is_(None), outbox.c.dlq_at.is_(None))
+
+def param(name: str, type_: TypeEngine[Any] | None = None) -> BindParameter[Any]:
+    """The bind parameter ``p_<name>`` (``p_`` keeps clear of the names SQLAlchemy reserves
+    for columns in ``SET`` and ``VALUES``)."""
+    return sa.bindparam(f"p_{name}", type_=type_)
+
+
+def params(**values: Any) -> dict[str, Any]:
+    """Parameters for :func:`param` placeholders: ``params(id=1)`` is ``{"p_id": 1}``."""
+    return {f"p_{name}": value for name, value in values.items()}
 
 
 def is_status(column: sa.ColumnElement[Any], status: Status) -> sa.ColumnElement[bool]:
@@ -41,8 +56,11 @@ def is_status(column: sa.ColumnElement[Any], status: Status) -> sa.ColumnElement
     return column == sa.literal_column(f"'{status.value}'")
 
 
+UNPUBLISHED = sa.and_(outbox.c.published_at.is_(None), outbox.c.dlq_at.is_(None))
+
+
 def insert_on_conflict(
-    conn: Connection,
+    dialect: str,
     table: sa.Table,
     values: Mapping[str, Any],
     index_elements: Sequence[str],
@@ -50,115 +68,191 @@ def insert_on_conflict(
 ) -> sa.Insert:
     """``INSERT ... ON CONFLICT (index_elements) DO NOTHING`` (or ``DO UPDATE SET set_``)."""
     stmt: PgInsert | SqliteInsert = (
-        pg_insert(table) if conn.dialect.name == "postgresql" else sqlite_insert(table)
+        pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
     ).values(dict(values))
     if set_ is None:
         return stmt.on_conflict_do_nothing(index_elements=list(index_elements))
     return stmt.on_conflict_do_update(index_elements=list(index_elements), set_=dict(set_))
 
 
-def versioned_update(
-    table: sa.Table,
-    row_id: str,
-    expected_version: int | None,
-    values: Mapping[str, Any],
-    now: datetime,
-) -> sa.Update:
-    """Update a row by id, bumping ``version``; with ``expected_version``, only at it."""
-    stmt = sa.update(table).where(table.c.id == row_id)
-    if expected_version is not None:
-        stmt = stmt.where(table.c.version == expected_version)
-    changes = {**values, "version": table.c.version + 1, "updated_at": now}
-    return stmt.values(changes).returning(*table.c)
+def _all_columns(table: sa.Table) -> dict[str, BindParameter[Any]]:
+    return {column.name: param(column.name) for column in table.c}
+
+
+# -- shared ------------------------------------------------------------------------------------
+INSERT_RUN = sa.insert(runs)
+INSERT_LOG = sa.insert(workflow_logs)
+INSERT_OUTBOX = sa.insert(outbox)
+
+
+@cache
+def by_id(table: sa.Table) -> sa.Select[Any]:
+    """The row of ``table`` with id ``p_id``."""
+    return sa.select(table).where(table.c.id == param("id"))
+
+
+@cache
+def version_of(table: sa.Table) -> sa.Select[Any]:
+    """The version of the row of ``table`` with id ``p_id``."""
+    return sa.select(table.c.version).where(table.c.id == param("id"))
+
+
+@cache
+def versioned_update(table: sa.Table, names: tuple[str, ...], checked: bool) -> sa.Update:
+    """Set columns ``names`` (from ``p_<name>``) of row ``p_id``, bump ``version``, stamp
+    ``updated_at`` with ``p_now``; if ``checked``, only at version ``p_expected_version``."""
+    stmt = sa.update(table).where(table.c.id == param("id"))
+    if checked:
+        stmt = stmt.where(table.c.version == param("expected_version"))
+    values: dict[str, Any] = {name: param(name) for name in names}
+    values.update(version=table.c.version + 1, updated_at=param("now"))
+    return stmt.values(values).returning(*table.c)
 
 
 # -- runs and stages -------------------------------------------------------------------------
-def claim_pending_run(now: datetime) -> sa.Update:
-    """Move the best PENDING run to RUNNING, skipping runs another claimer has locked."""
-    pick = (
-        sa.select(runs.c.id)
+RUN_STATUS = sa.select(runs.c.status).where(runs.c.id == param("id"))
+
+#: Move the best PENDING run to RUNNING, skipping runs another claimer has locked.
+CLAIM_PENDING_RUN = (
+    sa.update(runs)
+    .where(
+        runs.c.id
+        == sa.select(runs.c.id)
         .where(is_status(runs.c.status, Status.PENDING))
         .order_by(runs.c.priority.desc(), runs.c.created_at)
         .limit(1)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .scalar_subquery(),
+        is_status(runs.c.status, Status.PENDING),
     )
-    return (
-        sa.update(runs)
-        .where(runs.c.id == pick, is_status(runs.c.status, Status.PENDING))
-        .values(
-            status=Status.RUNNING,
-            started_at=now,
-            updated_at=now,
-            version=runs.c.version + 1,
-        )
-        .returning(*runs.c)
+    .values(
+        status=Status.RUNNING,
+        started_at=param("now"),
+        updated_at=param("now"),
+        version=runs.c.version + 1,
     )
+    .returning(*runs.c)
+)
+
+#: RUNNING runs last updated at or before ``p_since`` with no stage updated after it.
+STUCK_RUNS = (
+    sa.select(runs)
+    .where(
+        is_status(runs.c.status, Status.RUNNING),
+        runs.c.updated_at <= param("since"),
+        ~sa.exists().where(
+            stages.c.workflow_run_id == runs.c.id, stages.c.updated_at > param("since")
+        ),
+    )
+    .order_by(runs.c.updated_at, runs.c.id)
+)
+
+STAGE_BY_KEY = sa.select(stages).where(
+    stages.c.workflow_run_id == param("run_id"), stages.c.stage_id == param("stage_id")
+)
 
 
-def stuck_runs(since: datetime) -> sa.Select[Any]:
-    """RUNNING runs last updated at or before ``since`` with no stage updated after it."""
-    recent_stage = sa.exists().where(
-        stages.c.workflow_run_id == runs.c.id, stages.c.updated_at > since
-    )
-    return (
-        sa.select(runs)
-        .where(is_status(runs.c.status, Status.RUNNING), runs.c.updated_at <= since, ~recent_stage)
-        .order_by(runs.c.updated_at, runs.c.id)
-    )
+@cache
+def stages_of_run(with_status: bool, descending: bool) -> sa.Select[Any]:
+    """Stages of run ``p_run_id`` (with status ``p_status``) by group, then number."""
+    query = sa.select(stages).where(stages.c.workflow_run_id == param("run_id"))
+    if with_status:
+        query = query.where(stages.c.status == param("status"))
+    order = [stages.c.execution_group, stages.c.stage_number]
+    return query.order_by(*(column.desc() if descending else column for column in order))
 
 
-def insert_stage(
-    conn: Connection, values: Mapping[str, Any], update: Mapping[str, Any] | None
-) -> sa.Insert:
-    """Insert a stage row; on a ``(run, stage_id)`` conflict do nothing, or apply ``update``."""
-    set_ = None if update is None else {**update, "version": stages.c.version + 1}
-    stmt = insert_on_conflict(conn, stages, values, ["workflow_run_id", "stage_id"], set_)
+@cache
+def insert_stage(dialect: str, update: tuple[str, ...] | None) -> sa.Insert:
+    """Insert a stage from ``p_<column>``; on a ``(run, stage_id)`` conflict do nothing, or
+    set ``update``'s columns from ``p_set_<name>`` (bumping ``version``, ``updated_at``)."""
+    set_: dict[str, Any] | None = None
+    if update is not None:
+        set_ = {name: param(f"set_{name}") for name in update}
+        set_.update(version=stages.c.version + 1, updated_at=param("now"))
+    stmt = insert_on_conflict(
+        dialect, stages, _all_columns(stages), ["workflow_run_id", "stage_id"], set_
+    )
     return stmt.returning(*stages.c)
 
 
-def due_suspended_stages(before: datetime, limit: int | None) -> sa.Select[Any]:
-    """SUSPENDED stages due at ``before``, earliest first."""
+@cache
+def due_suspended_stages(limited: bool) -> sa.Select[Any]:
+    """SUSPENDED stages due at ``p_before``, earliest first (at most ``p_limit``)."""
     query = (
         sa.select(stages)
-        .where(is_status(stages.c.status, Status.SUSPENDED), stages.c.next_poll_at <= before)
+        .where(
+            is_status(stages.c.status, Status.SUSPENDED),
+            stages.c.next_poll_at <= param("before"),
+        )
         .order_by(stages.c.next_poll_at, stages.c.id)
     )
-    return query if limit is None else query.limit(limit)
+    return query.limit(param("limit")) if limited else query
 
+
+LOGS_OF_RUN = (
+    sa.select(workflow_logs)
+    .where(workflow_logs.c.workflow_run_id == param("run_id"))
+    .order_by(workflow_logs.c.created_at, workflow_logs.c.id)
+)
 
 # -- outbox ----------------------------------------------------------------------------------
-def lock_and_read_sequences(conn: Connection, run_ids: Sequence[str]) -> dict[str, int]:
-    """Serialise appenders per run, then read each run's last sequence number.
+#: Serialise appenders per run: a transaction-level advisory lock per run id, taken in the
+#: order given (sorted, so two appenders cannot deadlock). It must be a statement of its own:
+#: :data:`LAST_SEQUENCES` needs a snapshot taken after the lock is held.
+LOCK_RUN_OUTBOXES = sa.text(
+    "SELECT pg_advisory_xact_lock(:lock_class, hashtext(r)) "
+    "FROM unnest(CAST(:run_ids AS text[])) AS r"
+).bindparams(lock_class=OUTBOX_LOCK_CLASS)
 
-    On Postgres a transaction-level advisory lock per run (taken in sorted order, so two
-    appenders cannot deadlock); it must be its own statement, because the ``max`` below needs
-    a snapshot taken after the lock is held. On SQLite the write lock already serialises.
-    """
-    if conn.dialect.name == "postgresql":
-        conn.execute(
-            sa.text(
-                "SELECT pg_advisory_xact_lock(:lock_class, hashtext(r)) "
-                "FROM unnest(CAST(:run_ids AS text[])) AS r"
-            ),
-            {"lock_class": OUTBOX_LOCK_CLASS, "run_ids": sorted(run_ids)},
+LAST_SEQUENCES = (
+    sa.select(outbox.c.workflow_run_id, sa.func.max(outbox.c.sequence))
+    .where(outbox.c.workflow_run_id.in_(sa.bindparam("p_run_ids", expanding=True)))
+    .group_by(outbox.c.workflow_run_id)
+)
+
+UNPUBLISHED_EVENTS = (
+    sa.select(outbox)
+    .where(UNPUBLISHED)
+    .order_by(outbox.c.workflow_run_id, outbox.c.sequence)
+    .limit(param("limit"))
+)
+
+EVENTS_OF_RUN = (
+    sa.select(outbox).where(outbox.c.workflow_run_id == param("run_id")).order_by(outbox.c.sequence)
+)
+
+DLQ_ORDER = (outbox.c.dlq_at, outbox.c.workflow_run_id, outbox.c.sequence)
+
+DLQ_EVENTS = (
+    sa.select(outbox).where(outbox.c.dlq_at.is_not(None)).order_by(*DLQ_ORDER).limit(param("limit"))
+)
+
+#: Move the oldest ``p_limit`` DLQ events back to the outbox.
+REPLAY_DLQ = (
+    sa.update(outbox)
+    .where(
+        outbox.c.id.in_(
+            sa.select(outbox.c.id)
+            .where(outbox.c.dlq_at.is_not(None))
+            .order_by(*DLQ_ORDER)
+            .limit(param("limit"))
         )
-    query = (
-        sa.select(outbox.c.workflow_run_id, sa.func.max(outbox.c.sequence))
-        .where(outbox.c.workflow_run_id.in_(list(run_ids)))
-        .group_by(outbox.c.workflow_run_id)
     )
-    return {run_id: int(last) for run_id, last in conn.execute(query).all()}
+    .values(dlq_at=None, retry_count=0, claimed_until=None)
+)
 
 
-def claim_outbox(limit: int, now: datetime, until: datetime) -> sa.Update:
-    """Claim deliverable events: each run's unclaimed prefix, up to ``limit`` events.
+def _claim_outbox() -> sa.Update:
+    """Claim deliverable events until ``p_until``: each run's unclaimed prefix, ``p_limit``
+    events at most.
 
     Candidates are the outstanding events not under a live claim and not behind one, in
     (run, sequence) order; on Postgres they are locked with ``SKIP LOCKED``. A candidate is
     then kept only if no earlier outstanding event of its run was left out (skipped because
     a concurrent claimer holds it), so a run's events are never claimed out of order.
     """
+    now = param("now", UtcDateTime())
     held = outbox.alias("held")
     behind_live_claim = sa.exists().where(
         held.c.workflow_run_id == outbox.c.workflow_run_id,
@@ -175,7 +269,7 @@ def claim_outbox(limit: int, now: datetime, until: datetime) -> sa.Update:
             ~behind_live_claim,
         )
         .order_by(outbox.c.workflow_run_id, outbox.c.sequence)
-        .limit(limit)
+        .limit(param("limit"))
         .with_for_update(skip_locked=True, of=outbox)
         .cte("candidates")
     )
@@ -187,92 +281,92 @@ def claim_outbox(limit: int, now: datetime, until: datetime) -> sa.Update:
         earlier.c.dlq_at.is_(None),
         earlier.c.id.not_in(sa.select(candidates.c.id)),
     )
-    chosen = sa.select(candidates.c.id).where(~left_out_before)
     return (
         sa.update(outbox)
-        .where(outbox.c.id.in_(chosen))
-        .values(claimed_until=until)
+        .where(outbox.c.id.in_(sa.select(candidates.c.id).where(~left_out_before)))
+        .values(claimed_until=param("until"))
         .returning(*outbox.c)
     )
 
 
-def lock_event_plugins(event_id: str) -> sa.Select[Any]:
-    """An event's delivered plugins, row-locked for the read-modify-write that follows."""
-    return sa.select(outbox.c.delivered_plugins).where(outbox.c.id == event_id).with_for_update()
+CLAIM_OUTBOX = _claim_outbox()
 
 
-def dlq_events() -> sa.Select[Any]:
-    """Events in the DLQ, oldest parked first."""
-    return (
-        sa.select(outbox)
-        .where(outbox.c.dlq_at.is_not(None))
-        .order_by(outbox.c.dlq_at, outbox.c.workflow_run_id, outbox.c.sequence)
-    )
-
-
-def replay_dlq(max_events: int) -> sa.Update:
-    """Move the oldest ``max_events`` DLQ events back to the outbox."""
-    pick = (
-        sa.select(outbox.c.id)
-        .where(outbox.c.dlq_at.is_not(None))
-        .order_by(outbox.c.dlq_at, outbox.c.workflow_run_id, outbox.c.sequence)
-        .limit(max_events)
-    )
+@cache
+def update_events(names: tuple[str, ...]) -> sa.Update:
+    """Set columns ``names`` (from ``p_<name>``) on the events with ids ``p_ids``."""
     return (
         sa.update(outbox)
-        .where(outbox.c.id.in_(pick))
-        .values(dlq_at=None, retry_count=0, claimed_until=None)
+        .where(outbox.c.id.in_(sa.bindparam("p_ids", expanding=True)))
+        .values({name: param(name) for name in names})
     )
+
+
+#: An event's delivered plugins, row-locked for the read-modify-write that follows.
+LOCK_EVENT_PLUGINS = (
+    sa.select(outbox.c.delivered_plugins).where(outbox.c.id == param("id")).with_for_update()
+)
+
+SET_EVENT_PLUGINS = (
+    sa.update(outbox)
+    .where(outbox.c.id == param("id"))
+    .values(delivered_plugins=param("delivered_plugins"))
+)
+
+COUNT_RETRY = (
+    sa.update(outbox)
+    .where(outbox.c.id == param("id"))
+    .values(retry_count=outbox.c.retry_count + 1, claimed_until=None)
+    .returning(outbox.c.retry_count)
+)
+
+MOVE_TO_DLQ = (
+    sa.update(outbox)
+    .where(outbox.c.id == param("id"))
+    .values(dlq_at=param("now"), claimed_until=None)
+)
+
+DELETE_PUBLISHED = sa.delete(outbox).where(
+    outbox.c.published_at.is_not(None), outbox.c.published_at < param("before")
+)
 
 
 # -- idempotency keys ------------------------------------------------------------------------
-def insert_key_marker(conn: Connection, key: str, command_type: str, now: datetime) -> sa.Insert:
-    """Insert the in-progress marker unless the key exists; returns the id if inserted."""
-    values = {
-        "id": new_id(),
-        "key": key,
-        "command_type": command_type,
-        "completed": False,
-        "result": None,
-        "created_at": now,
-        "completed_at": None,
-    }
-    stmt = insert_on_conflict(conn, keys, values, ["key", "command_type"])
+@cache
+def insert_key_marker(dialect: str) -> sa.Insert:
+    """Insert an in-progress marker (from ``p_<column>``) unless the key exists; returns the
+    id only if it inserted."""
+    stmt = insert_on_conflict(dialect, keys, _all_columns(keys), ["key", "command_type"])
     return stmt.returning(keys.c.id)
 
 
-def select_key(key: str, command_type: str) -> sa.Select[Any]:
-    """The key's row."""
-    return sa.select(keys.c.id, keys.c.created_at, keys.c.completed, keys.c.result).where(
-        keys.c.key == key, keys.c.command_type == command_type
+SELECT_KEY = sa.select(keys.c.id, keys.c.created_at, keys.c.completed, keys.c.result).where(
+    keys.c.key == param("key"), keys.c.command_type == param("command_type")
+)
+
+#: Take over stale marker ``p_id`` (created at ``p_created_at``) if nobody did since.
+RECLAIM_KEY = (
+    sa.update(keys)
+    .where(
+        keys.c.id == param("id"),
+        keys.c.created_at == param("created_at"),
+        keys.c.completed.is_(False),
     )
+    .values(created_at=param("now"))
+)
 
 
-def reclaim_key(key_id: str, created_at: datetime, now: datetime) -> sa.Update:
-    """Take over a stale marker, if nobody else did since it was read."""
-    return (
-        sa.update(keys)
-        .where(
-            keys.c.id == key_id,
-            keys.c.created_at == created_at,
-            keys.c.completed.is_(False),
-        )
-        .values(created_at=now)
-    )
+@cache
+def complete_key(dialect: str) -> sa.Insert:
+    """Store result ``p_result`` under the key (creating the row if the marker is missing)."""
+    set_ = {"completed": True, "result": param("set_result"), "completed_at": param("now")}
+    return insert_on_conflict(dialect, keys, _all_columns(keys), ["key", "command_type"], set_)
 
 
-def complete_key(
-    conn: Connection, key: str, command_type: str, result: Any, now: datetime
-) -> sa.Insert:
-    """Store the result under the key (creating the row if the marker is missing)."""
-    values = {
-        "id": new_id(),
-        "key": key,
-        "command_type": command_type,
-        "completed": True,
-        "result": result,
-        "created_at": now,
-        "completed_at": now,
-    }
-    set_ = {"completed": True, "result": result, "completed_at": now}
-    return insert_on_conflict(conn, keys, values, ["key", "command_type"], set_)
+DELETE_KEY = sa.delete(keys).where(
+    keys.c.key == param("key"), keys.c.command_type == param("command_type")
+)
+
+DELETE_OLD_KEYS = sa.delete(keys).where(
+    keys.c.completed.is_(True), keys.c.created_at < param("before")
+)

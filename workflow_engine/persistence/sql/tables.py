@@ -7,6 +7,8 @@ the table is ever searched (pending runs and jobs, suspended stages, the unpubli
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from workflow_engine.persistence.sql.types import JSON_TYPE, StatusType, UtcDateTime
@@ -34,7 +36,7 @@ NAMING_CONVENTION = {
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _where(condition: str) -> dict[str, sa.TextClause]:
+def _where(condition: str) -> dict[str, Any]:
     """A partial-index predicate for both dialects (SQLite has partial indexes too)."""
     return {
         "postgresql_where": sa.text(condition),

@@ -7,16 +7,19 @@ import secrets
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.types import TypeEngine
 
 from workflow_engine.status import Status
 
-__all__ = ["JSON_TYPE", "StatusType", "UtcDateTime", "new_id"]
+__all__ = ["JSON_TYPE", "AnyRow", "StatusType", "UtcDateTime", "new_id"]
+
+#: A result row of any shape.
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
 #: JSONB on Postgres, JSON (text) on SQLite; Python ``None`` is stored as SQL ``NULL``.
 JSON_TYPE: TypeEngine[Any] = sa.JSON(none_as_null=True).with_variant(

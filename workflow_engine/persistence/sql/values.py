@@ -51,7 +51,8 @@ def json_value(where: str, value: Any, max_bytes: int) -> Any:
 
 @cache
 def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
-    return TypeAdapter(model.model_fields[name].annotation)
+    annotation = model.model_fields[name].annotation
+    return TypeAdapter(Any if annotation is None else annotation)
 
 
 def check_changes(
