@@ -41,6 +41,22 @@ from workflow_engine.status import Status
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "WorkflowClient": "workflow_engine.client",
+    "RunView": "workflow_engine.client",
+    "StageView": "workflow_engine.client",
+    "EngineSettings": "workflow_engine.settings",
+}
+
+
+def __getattr__(name: str) -> object:
+    # The client needs Celery and SQLAlchemy; import them only when it is asked for.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'workflow_engine' has no attribute {name!r}")
+
 __all__ = [
     "BlobNotFoundError",
     "Clock",
@@ -76,4 +92,8 @@ __all__ = [
     "define_async_batch_stage",
     "define_plugin",
     "define_stage",
+    "EngineSettings",
+    "RunView",
+    "StageView",
+    "WorkflowClient",
 ]

@@ -49,9 +49,8 @@ class ServerlessHost:
 
     def handle_job(self, job: JobRecord | Mapping[str, Any]) -> JobOutcome:
         """Execute one job already leased from the job transport (a row or a message)."""
-        return execute_job(
-            self.kernel, self.job_transport, job_from_message(job), self.lease_keeper
-        )
+        record = job_from_message(job, now=self.kernel.runtime.now())
+        return execute_job(self.kernel, self.job_transport, record, self.lease_keeper)
 
     def process_available_jobs(self, max_jobs: int = 1) -> ProcessResult:
         """Dequeue and execute up to ``max_jobs`` jobs."""

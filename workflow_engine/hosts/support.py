@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -167,15 +167,21 @@ def transition(kernel: Kernel, workflow_run_id: str) -> None:
         logger.exception("run.transition for %s failed", workflow_run_id)
 
 
-def job_from_message(message: JobRecord | Mapping[str, Any]) -> JobRecord:
-    """Accept a job row, or a queue message with the original's fields, as a job."""
+def job_from_message(
+    message: JobRecord | Mapping[str, Any], now: datetime | None = None
+) -> JobRecord:
+    """Accept a job row, or a queue message with the original's fields, as a job.
+
+    A message carries no row timestamps; they default to ``now``.
+    """
     if isinstance(message, JobRecord):
         return message
     data = dict(message)
     if "job_id" in data:
         data["id"] = data.pop("job_id")
-    data.setdefault("created_at", data.get("updated_at"))
-    data.setdefault("updated_at", data.get("created_at"))
+    stamp = data.get("created_at") or data.get("updated_at") or now
+    data["created_at"] = data.get("created_at") or stamp
+    data["updated_at"] = data.get("updated_at") or stamp
     return JobRecord.model_validate(data)
 
 

@@ -120,9 +120,7 @@ def test_nothing_is_checked_before_the_next_poll_is_due(harness, batch, clock):
     assert batch.checks == []
 
 
-def test_a_ready_stage_completes_and_the_run_continues_to_the_next_group(
-    harness, batch, clock
-):
+def test_a_ready_stage_completes_and_the_run_continues_to_the_next_group(harness, batch, clock):
     run_id = harness.create_run("wf", {"text": "t1"})
     harness.step()
     batch.ready = True
@@ -143,9 +141,7 @@ def test_a_ready_stage_completes_and_the_run_continues_to_the_next_group(
     assert batch.executed == 1
 
 
-def test_execute_is_not_called_again_and_resume_state_reaches_check_completion(
-    harness, batch
-):
+def test_execute_is_not_called_again_and_resume_state_reaches_check_completion(harness, batch):
     batch.ready = True
 
     run = harness.run("wf", {"text": "t2"})
@@ -199,6 +195,4 @@ def test_a_parallel_group_waits_for_its_suspended_member(make_harness, build_wor
     assert after_calls == []
     batch.ready = True
     assert h.drive(run_id).status == Status.COMPLETED
-    assert after_calls == [
-        {"summarise": {"summary": "done batch-p"}, "quick": {"summary": "q"}}
-    ]
+    assert after_calls == [{"summarise": {"summary": "done batch-p"}, "quick": {"summary": "q"}}]

@@ -46,6 +46,7 @@ from workflow_engine.kernel.commands import (
     StagePollSuspended,
     StagePollSuspendedResult,
 )
+from workflow_engine.ports import EventSink
 from workflow_engine.records import JobRecord, WorkflowRunRecord, WorkflowStageRecord
 from workflow_engine.status import TERMINAL_RUN_STATUSES, Status
 from workflow_engine.testing import (
@@ -366,7 +367,8 @@ class KernelEnv:
         return matching[-1]
 
 
-def make_env(**kernel_options: Any) -> KernelEnv:
+def make_env(*, event_sink: EventSink | None = None, **kernel_options: Any) -> KernelEnv:
+    """A fresh environment; ``event_sink`` replaces the collecting sink as the kernel's sink."""
     clock = FakeClock()
     probe = Probe()
     registry = WorkflowRegistry(build_workflows(probe))
@@ -379,7 +381,7 @@ def make_env(**kernel_options: Any) -> KernelEnv:
         persistence=persistence,
         blob_store=blobs,
         job_transport=jobs,
-        event_sink=sink,
+        event_sink=event_sink or sink,
         scheduler=scheduler,
         clock=clock,
         registry=registry,
@@ -406,7 +408,7 @@ def env() -> KernelEnv:
 
 @pytest.fixture
 def env_factory() -> Iterator[Callable[..., KernelEnv]]:
-    """Build an environment with custom ``create_kernel`` options."""
+    """Build an environment with custom ``create_kernel`` options or another event sink."""
     yield make_env
 
 

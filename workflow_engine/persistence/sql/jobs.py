@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from workflow_engine.clock import Clock, SystemClock
 from workflow_engine.errors import RecordNotFoundError
 from workflow_engine.persistence.sql.dialect import ConnectionSource, same_database
 from workflow_engine.persistence.sql.persistence import SqlPersistence
-from workflow_engine.persistence.sql.queries import is_status
+from workflow_engine.persistence.sql.queries import is_status, param, params
 from workflow_engine.persistence.sql.tables import job_queue
 from workflow_engine.persistence.sql.types import AnyRow, UtcDateTime, new_id
 from workflow_engine.persistence.sql.values import DEFAULT_MAX_JSON_BYTES, json_value
@@ -29,22 +30,92 @@ jq = job_queue
 
 _LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "locked_at": None, "lease_token": None}
 
+# The statements, built once (see ``queries``); ``p_now`` is always the clock's time.
+_DUE = sa.and_(
+    is_status(jq.c.status, Status.PENDING),
+    sa.or_(jq.c.next_poll_at.is_(None), jq.c.next_poll_at <= param("now", UtcDateTime())),
+)
+_BEST_DUE_JOB = (
+    sa.select(jq.c.id)
+    .where(_DUE)
+    .order_by(jq.c.priority.desc(), jq.c.created_at)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
 
-def _job(row: AnyRow) -> JobRecord:
-    return JobRecord.model_validate(dict(row._mapping))
 
-
-def _is_due(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        is_status(jq.c.status, Status.PENDING),
-        sa.or_(jq.c.next_poll_at.is_(None), jq.c.next_poll_at <= now),
+def _lease(where: sa.ColumnElement[bool]) -> sa.Update:
+    """Lease the job ``where`` picks: attempt + 1, new ``p_lease_token``, ``p_worker_id``."""
+    return (
+        sa.update(jq)
+        .where(where)
+        .values(
+            status=Status.RUNNING,
+            attempt=jq.c.attempt + 1,
+            worker_id=param("worker_id"),
+            locked_at=param("now"),
+            started_at=sa.func.coalesce(jq.c.started_at, param("now", UtcDateTime())),
+            lease_token=param("lease_token"),
+            updated_at=param("now"),
+        )
+        .returning(*jq.c)
     )
 
 
-def _holds_lease(lease_token: str | None) -> sa.ColumnElement[bool]:
-    """A RUNNING job whose lease is ``lease_token`` (any lease when it is ``None``)."""
+#: One statement: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)``.
+_DEQUEUE = _lease(sa.and_(jq.c.id == _BEST_DUE_JOB, _DUE))
+_CLAIM = _lease(sa.and_(jq.c.id == param("id"), _DUE))
+_INSERT = sa.insert(jq)
+_JOB = sa.select(jq).where(jq.c.id == param("id"))
+_JOB_EXISTS = sa.select(jq.c.id).where(jq.c.id == param("id"))
+_JOBS_OF_RUN = (
+    sa.select(jq).where(jq.c.workflow_run_id == param("run_id")).order_by(jq.c.created_at, jq.c.id)
+)
+_DUE_JOBS = (
+    sa.select(jq).where(_DUE).order_by(jq.c.priority.desc(), jq.c.created_at).limit(param("limit"))
+)
+
+_END_LEASE_VALUES: dict[str, dict[str, Any]] = {
+    "complete": {
+        "status": Status.COMPLETED,
+        "completed_at": param("now"),
+        "locked_at": None,
+        "lease_token": None,
+    },
+    "suspend": {
+        "status": Status.SUSPENDED,
+        "next_poll_at": param("next_poll_at"),
+        **_LEASE_CLEARED,
+    },
+    "touch": {"locked_at": param("now")},
+}
+
+
+def _holds_lease(with_token: bool) -> sa.ColumnElement[bool]:
+    """A RUNNING job whose lease is ``p_lease_token`` (any lease without a token)."""
     running = is_status(jq.c.status, Status.RUNNING)
-    return running if lease_token is None else sa.and_(running, jq.c.lease_token == lease_token)
+    return sa.and_(running, jq.c.lease_token == param("lease_token")) if with_token else running
+
+
+@cache
+def _end_lease(action: str, with_token: bool) -> sa.Update:
+    """Complete, suspend or touch job ``p_id`` while its lease holds.
+
+    Without a token, ``complete`` also accepts a SUSPENDED job (a resumed stage finishing).
+    """
+    where = _holds_lease(with_token)
+    if action == "complete" and not with_token:
+        where = sa.or_(where, is_status(jq.c.status, Status.SUSPENDED))
+    return (
+        sa.update(jq)
+        .where(jq.c.id == param("id"), where)
+        .values(updated_at=param("now"), **_END_LEASE_VALUES[action])
+    )
+
+
+def _job(row: AnyRow) -> JobRecord:
+    return JobRecord.model_validate(dict(row._mapping))
 
 
 class SqlJobQueue:
@@ -132,92 +203,58 @@ class SqlJobQueue:
     @staticmethod
     def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
         try:
-            conn.execute(sa.insert(jq), rows)
+            conn.execute(_INSERT, rows)
         except sa.exc.IntegrityError as error:
             ids = ", ".join(row["id"] for row in rows)
             raise ValueError(f"Job id(s) already enqueued (one of {ids})") from error
 
     # -- leasing ------------------------------------------------------------------------------
-    def _lease(self, worker_id: str | None, now: datetime) -> dict[str, Any]:
-        return {
-            "status": Status.RUNNING,
-            "attempt": jq.c.attempt + 1,
-            "worker_id": worker_id or self.worker_id,
-            "locked_at": now,
-            "started_at": sa.func.coalesce(jq.c.started_at, sa.literal(now, UtcDateTime())),
-            "lease_token": uuid.uuid4().hex,
-            "updated_at": now,
-        }
-
     def dequeue(self, worker_id: str | None = None) -> JobRecord | None:
         """Lease the highest-priority, oldest due PENDING job (attempt + 1, new lease token).
 
-        One statement: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)``.
+        One statement; on Postgres ``SKIP LOCKED`` lets concurrent workers take different
+        jobs, on SQLite the write lock serialises them.
         """
-        now = self.clock.now()
-        pick = (
-            sa.select(jq.c.id)
-            .where(_is_due(now))
-            .order_by(jq.c.priority.desc(), jq.c.created_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        return self._lease_one(sa.and_(jq.c.id == pick, _is_due(now)), worker_id, now)
+        return self._lease_one(_DEQUEUE, None, worker_id)
 
     def claim(self, job_id: str, worker_id: str | None = None) -> JobRecord | None:
         """Lease this job if it is PENDING and due; ``None`` otherwise."""
-        now = self.clock.now()
-        return self._lease_one(sa.and_(jq.c.id == job_id, _is_due(now)), worker_id, now)
+        return self._lease_one(_CLAIM, job_id, worker_id)
 
     def _lease_one(
-        self, where: sa.ColumnElement[bool], worker_id: str | None, now: datetime
+        self, stmt: sa.Update, job_id: str | None, worker_id: str | None
     ) -> JobRecord | None:
-        stmt = sa.update(jq).where(where).values(self._lease(worker_id, now)).returning(*jq.c)
+        bound = params(
+            id=job_id,
+            now=self.clock.now(),
+            worker_id=worker_id or self.worker_id,
+            lease_token=uuid.uuid4().hex,
+        )
         with self._db.statement() as conn:
-            row = conn.execute(stmt).first()
+            row = conn.execute(stmt, bound).first()
         return _job(row) if row is not None else None
 
     # -- ending a lease -----------------------------------------------------------------------
-    def _end_lease(self, job_id: str, where: sa.ColumnElement[bool], **values: Any) -> bool:
-        """Apply ``values`` if ``where`` holds; ``False`` if not; raise if the job is unknown."""
-        stmt = (
-            sa.update(jq)
-            .where(jq.c.id == job_id, where)
-            .values(updated_at=self.clock.now(), **values)
-        )
+    def _end_lease(self, action: str, job_id: str, lease_token: str | None, **values: Any) -> bool:
+        """Run ``action``; ``False`` if the lease does not hold; raise if the job is unknown."""
+        stmt = _end_lease(action, lease_token is not None)
+        bound = params(id=job_id, now=self.clock.now(), lease_token=lease_token, **values)
         with self._db.statement() as conn:
-            if conn.execute(stmt).rowcount == 1:
+            if conn.execute(stmt, bound).rowcount == 1:
                 return True
-            if conn.scalar(sa.select(jq.c.id).where(jq.c.id == job_id)) is None:
+            if conn.scalar(_JOB_EXISTS, params(id=job_id)) is None:
                 raise RecordNotFoundError(f"Job {job_id} not found")
         return False
 
     def complete(self, job_id: str, *, lease_token: str | None = None) -> bool:
         """Mark the job COMPLETED (a SUSPENDED one too when no ``lease_token`` is given)."""
-        where = _holds_lease(lease_token)
-        if lease_token is None:
-            where = sa.or_(where, is_status(jq.c.status, Status.SUSPENDED))
-        return self._end_lease(
-            job_id,
-            where,
-            status=Status.COMPLETED,
-            completed_at=self.clock.now(),
-            locked_at=None,
-            lease_token=None,
-        )
+        return self._end_lease("complete", job_id, lease_token)
 
     def suspend(
         self, job_id: str, next_poll_at: datetime, *, lease_token: str | None = None
     ) -> bool:
         """Park a RUNNING job as SUSPENDED until ``next_poll_at``; release its lease."""
-        return self._end_lease(
-            job_id,
-            _holds_lease(lease_token),
-            status=Status.SUSPENDED,
-            next_poll_at=next_poll_at,
-            **_LEASE_CLEARED,
-        )
+        return self._end_lease("suspend", job_id, lease_token, next_poll_at=next_poll_at)
 
     def fail(
         self,
@@ -234,13 +271,13 @@ class SqlJobQueue:
         now = self.clock.now()
         read = (
             sa.select(jq.c.attempt, jq.c.max_attempts)
-            .where(jq.c.id == job_id, _holds_lease(lease_token))
+            .where(jq.c.id == param("id"), _holds_lease(lease_token is not None))
             .with_for_update()
         )
         with self._db.write() as conn:
-            row = conn.execute(read).first()
+            row = conn.execute(read, params(id=job_id, lease_token=lease_token)).first()
             if row is None:
-                if conn.scalar(sa.select(jq.c.id).where(jq.c.id == job_id)) is None:
+                if conn.scalar(_JOB_EXISTS, params(id=job_id)) is None:
                     raise RecordNotFoundError(f"Job {job_id} not found")
                 return False
             attempt, max_attempts = row
@@ -266,14 +303,10 @@ class SqlJobQueue:
 
     def touch_job(self, job_id: str, *, lease_token: str | None = None) -> bool:
         """Heartbeat: renew the lease of a RUNNING job (``False`` if not held or unknown)."""
-        now = self.clock.now()
-        stmt = (
-            sa.update(jq)
-            .where(jq.c.id == job_id, _holds_lease(lease_token))
-            .values(locked_at=now, updated_at=now)
-        )
-        with self._db.statement() as conn:
-            return conn.execute(stmt).rowcount == 1
+        try:
+            return self._end_lease("touch", job_id, lease_token)
+        except RecordNotFoundError:
+            return False
 
     # -- maintenance --------------------------------------------------------------------------
     def release_stale_jobs(self, threshold_ms: int = 300_000) -> int:
@@ -349,27 +382,17 @@ class SqlJobQueue:
     # -- queries ------------------------------------------------------------------------------
     def get_due_pending_jobs(self, limit: int = 100) -> list[JobRecord]:
         """PENDING jobs that are due, by priority (highest first) then age."""
-        query = (
-            sa.select(jq)
-            .where(_is_due(self.clock.now()))
-            .order_by(jq.c.priority.desc(), jq.c.created_at)
-            .limit(limit)
-        )
         with self._db.read() as conn:
-            return [_job(row) for row in conn.execute(query)]
+            rows = conn.execute(_DUE_JOBS, params(now=self.clock.now(), limit=limit))
+            return [_job(row) for row in rows]
 
     def get_jobs_by_workflow_run(self, workflow_run_id: str) -> list[JobRecord]:
         """Every job of the run, any status, oldest first."""
-        query = (
-            sa.select(jq)
-            .where(jq.c.workflow_run_id == workflow_run_id)
-            .order_by(jq.c.created_at, jq.c.id)
-        )
         with self._db.read() as conn:
-            return [_job(row) for row in conn.execute(query)]
+            return [_job(row) for row in conn.execute(_JOBS_OF_RUN, params(run_id=workflow_run_id))]
 
     def get_job(self, job_id: str) -> JobRecord | None:
         """The job, or ``None``."""
         with self._db.read() as conn:
-            row = conn.execute(sa.select(jq).where(jq.c.id == job_id)).first()
+            row = conn.execute(_JOB, params(id=job_id)).first()
         return _job(row) if row is not None else None

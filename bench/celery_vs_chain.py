@@ -1,0 +1,303 @@
+"""Our 3-stage no-op workflow on Celery versus a raw Celery chain of 3 no-op tasks.
+
+In one run, on the same Redis and Postgres (``scripts/services.sh start``):
+
+(a) a raw Celery chain of three no-op tasks (``bench/_worker_apps.py:chain_app``: Redis broker
+    and Redis result backend, prefork worker ``-c 2`` without gossip, mingle and heartbeat);
+(b) the ``noop-chain`` workflow through ``celery -A workflow_engine.celery.default_app worker
+    -c 2`` on a fresh, migrated benchmark database and its own Redis db number.
+
+For each: end-to-end latency p50/p99 over ``--runs`` sequential runs (chain: ``apply_async``
+then ``.get()``; ours: ``WorkflowClient.create_run`` then ``WorkflowClient.wait`` returns
+COMPLETED), and sustained throughput over ``--concurrent`` runs (start all, then wait for all)
+with 2 worker processes. Prints the ratios against the targets (p50 ≤ 3x the chain's,
+throughput ≥ 0.5x). The processes, the database and the Redis dbs are cleaned up.
+
+    python bench/celery_vs_chain.py [--runs 200] [--concurrent 1000] [--quick]
+    BENCH_PROFILE=1 ...   # also cProfile our worker's pool children (top functions printed)
+
+Environment: BENCH_PG_URL (admin URL, default the services' Postgres on 5439),
+BENCH_REDIS_URL (default redis://127.0.0.1:6390), BENCH_CHAIN_DB / BENCH_ENGINE_DB (Redis db
+numbers, default 12 and 13).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    REDIS_URL,
+    REPO,
+    celery_worker_command,
+    describe_machine,
+    flush_redis_db,
+    fresh_database,
+    percentile,
+    say,
+    subprocess_running,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+LOG_DIR = REPO / ".run" / "bench"
+CHAIN_DB = int(os.environ.get("BENCH_CHAIN_DB", "12"))
+ENGINE_DB = int(os.environ.get("BENCH_ENGINE_DB", "13"))
+CHAIN_REDIS = f"{REDIS_URL}/{CHAIN_DB}"
+ENGINE_REDIS = f"{REDIS_URL}/{ENGINE_DB}"
+
+WORKFLOW = "noop-chain"
+
+
+@dataclass
+class Figures:
+    latencies_ms: list[float]
+    throughput: float
+    concurrent: int
+    elapsed_s: float
+    extra: dict[str, Any]
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies_ms, 99)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    python_path = os.pathsep.join(
+        [str(BENCH_DIR), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    return {"PYTHONPATH": python_path, **extra}
+
+
+# -- (a) the raw Celery chain -------------------------------------------------------------------
+def bench_chain(runs: int, concurrent: int, warmup: int) -> Figures:
+    os.environ["BENCH_CHAIN_REDIS_URL"] = CHAIN_REDIS
+    from celery import chain
+
+    import _worker_apps
+
+    app = _worker_apps.chain_app
+    noop = _worker_apps.noop
+    flush_redis_db(CHAIN_REDIS)
+    command = celery_worker_command("_worker_apps:chain_app", 2, "-Q", _worker_apps.CHAIN_QUEUE)
+    env = worker_env(BENCH_CHAIN_REDIS_URL=CHAIN_REDIS)
+
+    def one_chain() -> Any:
+        return chain(noop.s(0), noop.s(), noop.s()).apply_async()
+
+    try:
+        with subprocess_running(command, env=env, log_path=LOG_DIR / "chain-worker.log"):
+            first = one_chain()
+            assert first.get(timeout=60) == 3, "the chain worker did not answer"
+            for _ in range(warmup):
+                one_chain().get(timeout=30)
+
+            latencies = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                result = one_chain().get(timeout=30)
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert result == 3
+
+            started = time.perf_counter()
+            results = [one_chain() for _ in range(concurrent)]
+            published = time.perf_counter() - started
+            values = [r.get(timeout=300) for r in results]
+            elapsed = time.perf_counter() - started
+            assert values == [3] * concurrent
+            for r in results:
+                r.forget()
+    finally:
+        app.close()
+        flush_redis_db(CHAIN_REDIS)
+    return Figures(
+        latencies, concurrent / elapsed, concurrent, elapsed, {"publish_s": published}
+    )
+
+
+# -- (b) our workflow on Celery -----------------------------------------------------------------
+def bench_engine(runs: int, concurrent: int, warmup: int, profile_dir: str | None) -> Figures:
+    from workflow_engine.client import WorkflowClient
+    from workflow_engine.persistence.sql.tables import job_queue, workflow_runs, workflow_stages
+    from workflow_engine.settings import EngineSettings
+
+    flush_redis_db(ENGINE_REDIS)
+    with fresh_database("bench_celery") as db_url:
+        env = worker_env(
+            WORKFLOW_ENGINE_DATABASE_URL=db_url,
+            WORKFLOW_ENGINE_BROKER_URL=ENGINE_REDIS,
+            WORKFLOW_ENGINE_REGISTRY="workflow_engine.examples:registry",
+        )
+        if profile_dir:
+            env["BENCH_PROFILE_DIR"] = profile_dir
+            app_name = "_worker_apps:engine_app"
+        else:
+            app_name = "workflow_engine.celery.default_app"
+        command = celery_worker_command(app_name, 2)
+        settings = EngineSettings(
+            database_url=db_url,
+            broker_url=ENGINE_REDIS,
+            registry="workflow_engine.examples:registry",
+        )
+        client = WorkflowClient(settings)
+        try:
+            with subprocess_running(command, env=env, log_path=LOG_DIR / "engine-worker.log"):
+                run_id = client.create_run(WORKFLOW, {"n": 0})
+                view = client.wait(run_id, timeout=60)
+                assert view.status == "COMPLETED", view
+                assert view.output == {"n": 3}, view.output
+                for _ in range(warmup):
+                    client.wait(client.create_run(WORKFLOW, {"n": 0}), timeout=30)
+
+                latencies, run_ids = [], []
+                for _ in range(runs):
+                    started = time.perf_counter()
+                    run_id = client.create_run(WORKFLOW, {"n": 0})
+                    view = client.wait(run_id, timeout=30)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    assert view.status == "COMPLETED", view
+                    run_ids.append(run_id)
+
+                started = time.perf_counter()
+                batch = [client.create_run(WORKFLOW, {"n": 0}) for _ in range(concurrent)]
+                created = time.perf_counter() - started
+                for run_id in batch:
+                    view = client.wait(run_id, timeout=600)
+                    assert view.status == "COMPLETED", view
+                elapsed = time.perf_counter() - started
+
+            engine = client.context.engine
+            with engine.connect() as conn:
+                # What the database itself recorded for the sequential runs: created → completed.
+                db_ms = [
+                    float(ms)
+                    for ms in conn.scalars(
+                        sa.select(workflow_runs.c.duration).where(
+                            workflow_runs.c.id.in_(run_ids)
+                        )
+                    )
+                ]
+                total_runs = 1 + warmup + runs + concurrent
+                counts = {
+                    "runs completed": conn.scalar(
+                        sa.select(sa.func.count()).where(workflow_runs.c.status == "COMPLETED")
+                    ),
+                    "stages completed": conn.scalar(
+                        sa.select(sa.func.count()).where(workflow_stages.c.status == "COMPLETED")
+                    ),
+                    "jobs completed": conn.scalar(
+                        sa.select(sa.func.count()).where(job_queue.c.status == "COMPLETED")
+                    ),
+                    "jobs attempted twice": conn.scalar(
+                        sa.select(sa.func.count()).where(job_queue.c.attempt > 1)
+                    ),
+                }
+            expected = {"runs completed": total_runs, "stages completed": 3 * total_runs,
+                        "jobs completed": 3 * total_runs, "jobs attempted twice": 0}
+            if counts != expected:
+                say(f"WARNING: database counts {counts} differ from {expected}")
+        finally:
+            client.close()
+            flush_redis_db(ENGINE_REDIS)
+    return Figures(
+        latencies,
+        concurrent / elapsed,
+        concurrent,
+        elapsed,
+        {
+            "create_s": created,
+            "db_p50": percentile(db_ms, 50),
+            "db_p99": percentile(db_ms, 99),
+        },
+    )
+
+
+def print_profile(profile_dir: str, top: int = 25) -> None:
+    files = sorted(Path(profile_dir).glob("*.prof"))
+    if not files:
+        say("(no profile written: did the pool children shut down cleanly?)")
+        return
+    stats = pstats.Stats(*map(str, files))
+    say(f"\ncProfile of our worker's {len(files)} pool children, top {top} by own time:")
+    stats.sort_stats("tottime").print_stats(top)
+    say(f"\ntop {top} by cumulative time:")
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=200, help="sequential runs for latency")
+    parser.add_argument("--concurrent", type=int, default=1000, help="runs for throughput")
+    parser.add_argument("--quick", action="store_true", help="50 sequential, 200 concurrent")
+    parser.add_argument("--only", choices=["chain", "engine"], help="run one side only")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.concurrent = min(args.runs, 50), min(args.concurrent, 200)
+    warmup = 10 if args.quick else 20
+
+    for line in describe_machine():
+        say(line)
+    say(
+        f"workload: {args.runs} sequential runs, {args.concurrent} concurrent runs, "
+        f"{warmup} warm-up runs; prefork worker -c 2 for each side"
+    )
+    chain_figures = engine_figures = None
+    if args.only != "engine":
+        say("\n(a) raw Celery chain of 3 no-op tasks (Redis broker + Redis result backend)")
+        chain_figures = bench_chain(args.runs, args.concurrent, warmup)
+        say(f"  latency  p50 {chain_figures.p50:7.2f} ms   p99 {chain_figures.p99:7.2f} ms")
+        say(
+            f"  throughput {chain_figures.throughput:7.1f} chains/s "
+            f"({args.concurrent} in {chain_figures.elapsed_s:.2f} s; "
+            f"publishing took {chain_figures.extra['publish_s']:.2f} s)"
+        )
+    if args.only != "chain":
+        say("\n(b) workflow_engine `noop-chain` (3 stages) on celery worker -c 2, Postgres state")
+        profile_dir = tempfile.mkdtemp(prefix="bench-prof-") if os.environ.get("BENCH_PROFILE") else None
+        engine_figures = bench_engine(args.runs, args.concurrent, warmup, profile_dir)
+        say(f"  latency  p50 {engine_figures.p50:7.2f} ms   p99 {engine_figures.p99:7.2f} ms"
+            "   (create_run → wait() returns COMPLETED)")
+        say(
+            f"  run duration recorded in the database (created_at → completed_at): "
+            f"p50 {engine_figures.extra['db_p50']:.0f} ms, p99 {engine_figures.extra['db_p99']:.0f} ms"
+        )
+        say(
+            f"  throughput {engine_figures.throughput:7.1f} runs/s "
+            f"({args.concurrent} in {engine_figures.elapsed_s:.2f} s; "
+            f"creating them took {engine_figures.extra['create_s']:.2f} s)"
+        )
+        if profile_dir:
+            print_profile(profile_dir)
+    if chain_figures and engine_figures:
+        latency_ratio = engine_figures.p50 / chain_figures.p50
+        throughput_ratio = engine_figures.throughput / chain_figures.throughput
+        say("\nratios (noise on this machine is about ±30 %):")
+        say(
+            f"  our p50 / chain p50           = {latency_ratio:5.2f}   (target ≤ 3)    "
+            f"{'MET' if latency_ratio <= 3 else 'MISSED'}"
+        )
+        say(
+            f"  our p99 / chain p99           = {engine_figures.p99 / chain_figures.p99:5.2f}"
+        )
+        say(
+            f"  our throughput / chain's      = {throughput_ratio:5.2f}   (target ≥ 0.5)  "
+            f"{'MET' if throughput_ratio >= 0.5 else 'MISSED'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
