@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -39,11 +39,11 @@ class Probe(BaseModel):
     dir: str = ""
 
 
-def record(probe: Probe, stage_id: str, event: str) -> None:
-    """Append ``<stage> <event> <pid> <time>`` to the probe folder's execution log."""
+def record(probe: Probe, stage_id: str, event: str, run_id: str = "-") -> None:
+    """Append ``<stage> <event> <pid> <time> <run>`` to the probe folder's execution log."""
     if not probe.dir:
         return
-    line = f"{stage_id} {event} {os.getpid()} {time.time():.6f}\n"
+    line = f"{stage_id} {event} {os.getpid()} {time.time():.6f} {run_id}\n"
     # One small O_APPEND write: lines from concurrent processes never interleave.
     fd = os.open(Path(probe.dir) / EXECUTIONS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -52,15 +52,23 @@ def record(probe: Probe, stage_id: str, event: str) -> None:
         os.close(fd)
 
 
-def executions(folder: Path | str) -> list[tuple[str, str, int, float]]:
-    """The execution log as ``(stage, event, pid, time)`` tuples, oldest first."""
+class Execution(NamedTuple):
+    stage: str
+    event: str
+    pid: int
+    at: float
+    run_id: str
+
+
+def executions(folder: Path | str) -> list[Execution]:
+    """The execution log, oldest first."""
     path = Path(folder) / EXECUTIONS
     if not path.exists():
         return []
     rows = []
     for line in path.read_text().splitlines():
-        stage, event, pid, at = line.split()
-        rows.append((stage, event, int(pid), float(at)))
+        stage, event, pid, at, run_id = line.split()
+        rows.append(Execution(stage, event, int(pid), float(at), run_id))
     return rows
 
 
@@ -81,25 +89,25 @@ def wait_for_release(probe: Probe, stage_id: str) -> None:
 # -- fan-out: one stage, a parallel group of two, a join --------------------------------------
 @define_stage(id="start", name="Start", input=Number, output=Number, config=Probe)
 def start(ctx: StageContext[Number, Probe]) -> Number:
-    record(ctx.config, "start", "run")
+    record(ctx.config, "start", "run", ctx.workflow_run_id)
     return Number(n=ctx.input.n + 1)
 
 
 @define_stage(id="left", name="Left", input=Number, output=Number, config=Probe)
 def left(ctx: StageContext[Number, Probe]) -> Number:
-    record(ctx.config, "left", "run")
+    record(ctx.config, "left", "run", ctx.workflow_run_id)
     return Number(n=ctx.input.n * 2)
 
 
 @define_stage(id="right", name="Right", input=Number, output=Number, config=Probe)
 def right(ctx: StageContext[Number, Probe]) -> Number:
-    record(ctx.config, "right", "run")
+    record(ctx.config, "right", "run", ctx.workflow_run_id)
     return Number(n=ctx.input.n * 3)
 
 
 @define_stage(id="join", name="Join", input=Pair, output=Number, config=Probe)
 def join(ctx: StageContext[Pair, Probe]) -> Number:
-    record(ctx.config, "join", "run")
+    record(ctx.config, "join", "run", ctx.workflow_run_id)
     return Number(n=ctx.input.left.n + ctx.input.right.n)
 
 
@@ -122,17 +130,17 @@ def fanout_output(n: int) -> dict[str, Any]:
 # -- a stage held until the test releases it ---------------------------------------------------
 @define_stage(id="hold", name="Hold", input=Number, output=Number, config=Probe)
 def hold(ctx: StageContext[Number, Probe]) -> Number:
-    record(ctx.config, "hold", "start")
+    record(ctx.config, "hold", "start", ctx.workflow_run_id)
     wait_for_release(ctx.config, "hold")
-    record(ctx.config, "hold", "end")
+    record(ctx.config, "hold", "end", ctx.workflow_run_id)
     return Number(n=ctx.input.n + 100)
 
 
 @define_stage(id="finish", name="Finish", input=Number, output=Number, config=Probe)
 def finish(ctx: StageContext[Number, Probe]) -> Number:
-    record(ctx.config, "finish", "start")
+    record(ctx.config, "finish", "start", ctx.workflow_run_id)
     wait_for_release(ctx.config, "finish")
-    record(ctx.config, "finish", "end")
+    record(ctx.config, "finish", "end", ctx.workflow_run_id)
     return Number(n=ctx.input.n + 1)
 
 
@@ -153,10 +161,14 @@ class FlakyError(RuntimeError):
 @define_stage(id="flaky", name="Flaky", input=Number, output=Number, config=Probe)
 def flaky(ctx: StageContext[Number, Probe]) -> Number:
     """Fails on its first execution, succeeds on every later one."""
-    before = sum(1 for row in executions(ctx.config.dir) if row[0] == "flaky")
-    record(ctx.config, "flaky", "start")
+    before = sum(
+        1
+        for row in executions(ctx.config.dir)
+        if (row.stage, row.event, row.run_id) == ("flaky", "start", ctx.workflow_run_id)
+    )
+    record(ctx.config, "flaky", "start", ctx.workflow_run_id)
     if before == 0:
-        record(ctx.config, "flaky", "fail")
+        record(ctx.config, "flaky", "fail", ctx.workflow_run_id)
         raise FlakyError("first execution fails on purpose")
     return Number(n=ctx.input.n + 1)
 
@@ -170,7 +182,7 @@ retry_once = (
 
 @define_stage(id="doomed", name="Doomed", input=Number, output=Number, config=Probe)
 def doomed(ctx: StageContext[Number, Probe]) -> Number:
-    record(ctx.config, "doomed", "start")
+    record(ctx.config, "doomed", "start", ctx.workflow_run_id)
     raise RuntimeError("this stage always fails")
 
 

@@ -161,6 +161,11 @@ def _build_stage(
         raise WorkflowDefinitionError(f"Stage {id!r}: execute must be callable")
     if max_attempts is not None and max_attempts < 1:
         raise WorkflowDefinitionError(f"Stage {id!r}: max_attempts must be at least 1")
+    if isinstance(dependencies, str):
+        raise WorkflowDefinitionError(
+            f"Stage {id!r}: dependencies must be a list of stage ids, not the string "
+            f"{dependencies!r}"
+        )
     return Stage(
         id=id,
         name=name,

@@ -11,7 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflow_engine.errors import RunNotFoundError, StageNotFoundError, WorkflowNotFoundError
+from workflow_engine.errors import (
+    IdempotencyInProgressError,
+    RunNotFoundError,
+    StageNotFoundError,
+    WorkflowNotFoundError,
+)
 from workflow_engine.kernel import Kernel
 from workflow_engine.kernel.commands import (
     JobExecute,
@@ -135,6 +140,11 @@ def execute_job(
     try:
         with lease_keeper.keep(job):
             result = kernel.dispatch(command)
+    except IdempotencyInProgressError as exc:
+        # A duplicate delivery of this very attempt, which another worker is running: its
+        # lease is not ours to end (if that worker died, the lease expires and is reaped).
+        logger.warning("job %s is already running elsewhere: %s", job.id, exc)
+        return JobOutcome(outcome="failed", error=str(exc))
     except Exception as exc:
         # A failure before the stage ran still uses up an attempt, so it cannot loop forever.
         message = error_message(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,9 @@ def validate_output(stage: Stage[Any, Any, Any], value: Any) -> Any:
         if isinstance(value, BaseModel) and not isinstance(value, model):
             value = value.model_dump(mode="json", by_alias=True)
         instance = value if isinstance(value, model) else model.model_validate(value)
-        return instance.model_dump(mode="json", by_alias=True)
+        dumped = instance.model_dump(mode="json", by_alias=True)
+        json.dumps(dumped, allow_nan=False)  # NaN and Infinity have no JSON form either
+        return dumped
     except ValidationError as exc:
         raise StageOutputError(
             f"Stage {stage.id} returned an invalid output: "

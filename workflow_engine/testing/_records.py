@@ -36,6 +36,21 @@ def mutable_fields(model: type[BaseModel]) -> tuple[str, ...]:
     )
 
 
+_set = object.__setattr__
+
+
+def _with_values(record: M, values: dict[str, Any]) -> M:
+    """A shallow copy of ``record`` whose field values are ``values`` (what ``__copy__`` does,
+    without its generic overhead)."""
+    cls = type(record)
+    copied = cls.__new__(cls)
+    _set(copied, "__dict__", values)
+    _set(copied, "__pydantic_extra__", record.__pydantic_extra__)
+    _set(copied, "__pydantic_fields_set__", set(record.__pydantic_fields_set__))
+    _set(copied, "__pydantic_private__", record.__pydantic_private__)
+    return copied
+
+
 def copy_record(record: M) -> M:
     """``record`` with fresh copies of its JSON containers (the record itself if it has none)."""
     values = record.__dict__
@@ -44,25 +59,56 @@ def copy_record(record: M) -> M:
         value = values[name]
         if type(value) is dict or type(value) is list:
             if fresh is None:
-                fresh = {}
+                fresh = values.copy()
             fresh[name] = clone_stored_json(value)
-    if fresh is None:
-        return record
-    copied = record.__copy__()
-    copied.__dict__.update(fresh)
-    return copied
+    return record if fresh is None else _with_values(record, fresh)
+
+
+_ANY: frozenset[type] = frozenset({object})  # marks a field that takes any value as it is
+
+
+class _FieldCheck:
+    """Validates values for one field; values of ``exact`` types pass as they are."""
+
+    def __init__(self, model: type[BaseModel], name: str) -> None:
+        info = model.model_fields[name]
+        annotation = info.annotation
+        self.adapter: TypeAdapter[Any] = TypeAdapter(
+            Annotated[annotation, *info.metadata] if info.metadata else annotation
+        )
+        self.exact = _exact_types(annotation) if not info.metadata else frozenset()
+
+    def validate(self, value: Any) -> Any:
+        if self.exact is _ANY or type(value) in self.exact:
+            return value
+        return self.adapter.validate_python(value)
+
+
+def _exact_types(annotation: Any) -> frozenset[type]:
+    """Types whose instances pydantic would return unchanged for this annotation."""
+    if annotation is Any:
+        return _ANY
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    exact = set()
+    for member in members or (annotation,):
+        if member in (str, int, float, bool, datetime, NoneType) or (
+            isinstance(member, type) and issubclass(member, Enum)
+        ):
+            exact.add(member)
+    return frozenset(exact)
 
 
 @cache
-def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
-    info = model.model_fields[name]
-    if not info.metadata:
-        return TypeAdapter(info.annotation)
-    return TypeAdapter(Annotated[info.annotation, *info.metadata])
+def _field_check(model: type[BaseModel], name: str) -> _FieldCheck:
+    return _FieldCheck(model, name)
 
 
 def validated_update(record: M, changes: Mapping[str, Any]) -> M:
     """A copy of ``record`` with ``changes`` validated field by field (names must be fields)."""
     model = type(record)
-    values = {name: _field_adapter(model, name).validate_python(v) for name, v in changes.items()}
-    return record.model_copy(update=values)
+    values = record.__dict__.copy()
+    for name, value in changes.items():
+        values[name] = _field_check(model, name).validate(value)
+    copied = _with_values(record, values)
+    copied.__pydantic_fields_set__.update(changes)
+    return copied

@@ -51,10 +51,16 @@ def clone_stored_json(value: Any) -> Any:
     """Copy a value that is already in JSON form (as stored): new dicts and lists, same scalars."""
     kind = type(value)
     if kind is dict:
-        return {key: clone_stored_json(item) for key, item in value.items()}
+        return {
+            key: clone_stored_json(item) if type(item) in _CONTAINERS else item
+            for key, item in value.items()
+        }
     if kind is list:
-        return [clone_stored_json(item) for item in value]
+        return [clone_stored_json(item) if type(item) in _CONTAINERS else item for item in value]
     return value
+
+
+_CONTAINERS = frozenset({dict, list})
 
 
 class InMemoryBlobStore:

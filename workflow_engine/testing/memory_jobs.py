@@ -14,6 +14,7 @@ from workflow_engine.errors import RecordNotFoundError
 from workflow_engine.ports import Persistence, StaleJobs
 from workflow_engine.records import JobRecord, NewJob
 from workflow_engine.status import Status
+from workflow_engine.testing._records import copy_record
 from workflow_engine.testing.memory_blobs import json_clone
 
 _LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "locked_at": None, "lease_token": None}
@@ -35,6 +36,9 @@ class InMemoryJobQueue:
     ``lease_token``; ``complete``/``suspend``/``fail``/``touch_job`` given a token act only while
     that lease is current; a retried failure waits ``2**attempt`` seconds; jobs enqueued with
     ``tx=`` appear only when that transaction commits.
+
+    Jobs are indexed by run and by status (kept current by ``_store``), so a dequeue looks only
+    at PENDING jobs; records handed out share all but their ``payload`` with the stored row.
     """
 
     def __init__(
@@ -48,7 +52,31 @@ class InMemoryJobQueue:
         self.clock: Clock = clock or SystemClock()
         self.default_max_attempts = default_max_attempts
         self._jobs: dict[str, JobRecord] = {}
+        self._seq: dict[str, int] = {}  # insertion number of each job
+        self._by_run: dict[str, list[str]] = {}
+        self._by_status: dict[Status, dict[str, None]] = {}
         self._lock = threading.RLock()
+
+    def _store(self, job: JobRecord) -> None:
+        """Insert or replace a row, keeping the indexes current."""
+        old = self._jobs.get(job.id)
+        if old is None:
+            self._seq[job.id] = len(self._seq)
+            self._by_run.setdefault(job.workflow_run_id, []).append(job.id)
+        elif old.status != job.status:
+            del self._by_status[old.status][job.id]
+        if old is None or old.status != job.status:
+            self._by_status.setdefault(job.status, {})[job.id] = None
+        self._jobs[job.id] = job
+
+    def _with_status(self, status: Status) -> list[JobRecord]:
+        """Jobs with this status, in insertion order."""
+        ids = sorted(self._by_status.get(status, ()), key=self._seq.__getitem__)
+        return [self._jobs[job_id] for job_id in ids]
+
+    def _of_run(self, workflow_run_id: str) -> list[JobRecord]:
+        """The run's jobs, in insertion order."""
+        return [self._jobs[job_id] for job_id in self._by_run.get(workflow_run_id, ())]
 
     # -- enqueue ------------------------------------------------------------------------------
     def enqueue(self, job: NewJob, *, tx: Persistence | None = None) -> str:
@@ -72,7 +100,7 @@ class InMemoryJobQueue:
             if duplicates:
                 raise ValueError(f"Job id(s) already enqueued: {', '.join(duplicates)}")
             for job_id, job in pairs:
-                self._jobs[job_id] = self._new_record(job_id, job)
+                self._store(self._new_record(job_id, job))
 
     def _new_record(self, job_id: str, job: NewJob) -> JobRecord:
         now = self.clock.now()
@@ -95,14 +123,26 @@ class InMemoryJobQueue:
         due = job.next_poll_at is None or job.next_poll_at <= now
         return job.status == Status.PENDING and due
 
+    def _due_key(self, job: JobRecord) -> tuple[int, datetime, int]:
+        return -job.priority, job.created_at, self._seq[job.id]
+
+    def _due_candidates(self, now: datetime) -> list[JobRecord]:
+        jobs = self._jobs
+        return [
+            job
+            for job in (jobs[job_id] for job_id in self._by_status.get(Status.PENDING, ()))
+            if job.next_poll_at is None or job.next_poll_at <= now
+        ]
+
     def _due(self, now: datetime) -> list[JobRecord]:
-        due = [job for job in self._jobs.values() if self._is_due(job, now)]
-        due.sort(key=lambda job: (-job.priority, job.created_at))
+        """Due PENDING jobs by priority (highest first), then age, then insertion."""
+        due = self._due_candidates(now)
+        due.sort(key=self._due_key)
         return due
 
     def _set(self, job: JobRecord, **changes: Any) -> JobRecord:
         updated = job.model_copy(update={**changes, "updated_at": self.clock.now()})
-        self._jobs[job.id] = updated
+        self._store(updated)
         return updated
 
     def _lease(self, job: JobRecord, worker_id: str | None) -> JobRecord:
@@ -120,8 +160,10 @@ class InMemoryJobQueue:
     def dequeue(self, worker_id: str | None = None) -> JobRecord | None:
         """Lease the highest-priority, oldest due PENDING job (attempt + 1, new lease token)."""
         with self._lock:
-            due = self._due(self.clock.now())
-            return self._lease(due[0], worker_id).model_copy(deep=True) if due else None
+            due = self._due_candidates(self.clock.now())
+            if not due:
+                return None
+            return copy_record(self._lease(min(due, key=self._due_key), worker_id))
 
     def claim(self, job_id: str, worker_id: str | None = None) -> JobRecord | None:
         """Lease this job if it is PENDING and due; ``None`` otherwise."""
@@ -129,7 +171,7 @@ class InMemoryJobQueue:
             job = self._jobs.get(job_id)
             if job is None or not self._is_due(job, self.clock.now()):
                 return None
-            return self._lease(job, worker_id).model_copy(deep=True)
+            return copy_record(self._lease(job, worker_id))
 
     def _require(self, job_id: str) -> JobRecord:
         job = self._jobs.get(job_id)
@@ -221,16 +263,16 @@ class InMemoryJobQueue:
         with self._lock:
             now = self.clock.now()
             cutoff = now - timedelta(milliseconds=threshold_ms)
-            for job in list(self._jobs.values()):
-                if job.status != Status.RUNNING or job.locked_at is None or job.locked_at >= cutoff:
+            for job in self._with_status(Status.RUNNING):
+                if job.locked_at is None or job.locked_at >= cutoff:
                     continue
                 if job.attempt >= job.max_attempts:
                     exhausted.append(self._exhaust(job, now))
                 else:
                     released.append(self._set(job, status=Status.PENDING, **_LEASE_CLEARED))
         return StaleJobs(
-            released=[job.model_copy(deep=True) for job in released],
-            exhausted=[job.model_copy(deep=True) for job in exhausted],
+            released=[copy_record(job) for job in released],
+            exhausted=[copy_record(job) for job in exhausted],
         )
 
     def _exhaust(self, job: JobRecord, now: datetime) -> JobRecord:
@@ -248,11 +290,7 @@ class InMemoryJobQueue:
         """Cancel the run's PENDING and SUSPENDED jobs; return how many."""
         open_statuses = (Status.PENDING, Status.SUSPENDED)
         with self._lock:
-            jobs = [
-                job
-                for job in self._jobs.values()
-                if job.workflow_run_id == workflow_run_id and job.status in open_statuses
-            ]
+            jobs = [job for job in self._of_run(workflow_run_id) if job.status in open_statuses]
             for job in jobs:
                 self._set(job, status=Status.CANCELLED, completed_at=self.clock.now())
             return len(jobs)
@@ -262,10 +300,8 @@ class InMemoryJobQueue:
         with self._lock:
             jobs = [
                 job
-                for job in self._jobs.values()
-                if job.workflow_run_id == workflow_run_id
-                and job.stage_id == stage_id
-                and job.status == Status.SUSPENDED
+                for job in self._of_run(workflow_run_id)
+                if job.stage_id == stage_id and job.status == Status.SUSPENDED
             ]
             for job in jobs:
                 self._set(job, status=status, completed_at=self.clock.now())
@@ -275,39 +311,38 @@ class InMemoryJobQueue:
     def get_due_pending_jobs(self, limit: int = 100) -> list[JobRecord]:
         """PENDING jobs that are due, by priority (highest first) then age."""
         with self._lock:
-            return [job.model_copy(deep=True) for job in self._due(self.clock.now())[:limit]]
+            return [copy_record(job) for job in self._due(self.clock.now())[:limit]]
 
     def get_jobs_by_workflow_run(self, workflow_run_id: str) -> list[JobRecord]:
         """Every job of the run, any status, oldest first."""
         with self._lock:
-            return [
-                job.model_copy(deep=True)
-                for job in self._jobs.values()
-                if job.workflow_run_id == workflow_run_id
-            ]
+            return [copy_record(job) for job in self._of_run(workflow_run_id)]
 
     def get_job(self, job_id: str) -> JobRecord | None:
         """The job, or ``None``."""
         with self._lock:
             job = self._jobs.get(job_id)
-            return job.model_copy(deep=True) if job is not None else None
+            return copy_record(job) if job is not None else None
 
     # -- test helpers -------------------------------------------------------------------------
     def clear(self) -> None:
         """Delete every job."""
         with self._lock:
             self._jobs.clear()
+            self._seq.clear()
+            self._by_run.clear()
+            self._by_status.clear()
 
     def get_all_jobs(self) -> list[JobRecord]:
         """Every job, in insertion order."""
         with self._lock:
-            return [job.model_copy(deep=True) for job in self._jobs.values()]
+            return [copy_record(job) for job in self._jobs.values()]
 
     def get_jobs_by_status(self, status: Status) -> list[JobRecord]:
         """Every job with this status, in insertion order."""
         with self._lock:
-            jobs = [job for job in self._jobs.values() if job.status == status]
-        return [job.model_copy(deep=True) for job in jobs]
+            jobs = self._with_status(status)
+        return [copy_record(job) for job in jobs]
 
     def set_job_locked_at(self, job_id: str, locked_at: datetime | None) -> None:
         """Backdate (or clear) a job's lease time, e.g. to simulate a lost worker."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 import pytest
@@ -21,7 +21,7 @@ class In(BaseModel):
     value: int = 0
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     FAST = "fast"
     SAFE = "safe"
 

@@ -24,7 +24,11 @@ def test_context_exposes_identification_input_config_and_resume_state(spy):
     )
 
     assert (ctx.workflow_run_id, ctx.workflow_id, ctx.stage_id) == ("run-9", "wf", "summarise")
-    assert (ctx.stage_name, ctx.stage_number, ctx.stage_record_id) == ("Stage summarise", 2, "row-1")
+    assert (ctx.stage_name, ctx.stage_number, ctx.stage_record_id) == (
+        "Stage summarise",
+        2,
+        "row-1",
+    )
     assert ctx.attempt == 2
     assert ctx.input == Summary(words=1)
     assert ctx.config == {"k": 1}
@@ -110,7 +114,7 @@ def test_log_passes_keyword_metadata(spy):
 
 @pytest.mark.parametrize("level", ["verbose", "", "trace"])
 def test_an_unknown_log_level_is_rejected_listing_the_levels(spy, level):
-    with pytest.raises(ValueError, match="unknown log level.*DEBUG, INFO, WARN, ERROR"):
+    with pytest.raises(ValueError, match=r"unknown log level.*DEBUG, INFO, WARN, ERROR"):
         spy.build().log(level, "x")
     assert spy.logs == []
 

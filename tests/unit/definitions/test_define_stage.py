@@ -168,7 +168,7 @@ def test_async_batch_stage_has_its_mode_and_check_completion():
 
 
 def test_async_batch_stage_without_callable_check_completion_is_rejected():
-    with pytest.raises(WorkflowDefinitionError, match="'batch'.*check_completion"):
+    with pytest.raises(WorkflowDefinitionError, match=r"'batch'.*check_completion"):
         define_async_batch_stage(
             id="batch",
             name="Batch",
@@ -223,3 +223,10 @@ def test_stage_result_and_completion_check_defaults():
     assert (dict(result.metrics), dict(result.artifacts)) == ({}, {})
     assert (check.output, check.error, check.next_check_in) == (None, None, None)
     assert dict(check.metrics) == {}
+
+
+def test_dependencies_given_as_a_single_string_are_rejected():
+    with pytest.raises(WorkflowDefinitionError, match="dependencies must be a list of stage ids"):
+        define_stage(
+            id="load", name="L", input=In, output=Out, dependencies="extract", execute=count_words
+        )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from workflow_engine import Status, define_stage
 from workflow_engine.definitions import NoInput
@@ -221,3 +221,28 @@ def test_the_run_output_is_the_last_groups_output(make_harness, build_workflow, 
 
     expected = {"x": {"total": 1}, "y": {"total": 2}} if trailing_parallel else {"total": 3}
     assert run.output == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "falsy"), [(RootModel[int], 0), (RootModel[str], ""), (RootModel[bool], False)]
+)
+def test_a_falsy_output_is_passed_on_as_input_and_through_require(
+    make_harness, build_workflow, model, falsy
+):
+    seen: dict[str, Any] = {}
+    first = recorder(seen, "first", Numbers, model, lambda ctx: falsy)
+    second = recorder(
+        seen,
+        "second",
+        model,
+        Total,
+        lambda ctx: Total(total=len(repr(ctx.require("first")))),
+    )
+    h = make_harness(build_workflow(Numbers, first, second))
+
+    run = h.run("wf", {"values": []})
+
+    assert run.status == Status.COMPLETED
+    assert seen["second"]["input"].root == falsy
+    assert seen["second"]["context"] == {"first": falsy}
+    assert h.stages_by_id(run.id)["first"].output == falsy

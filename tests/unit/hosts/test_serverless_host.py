@@ -65,6 +65,14 @@ TWO = (
 )
 
 
+class DictRegistry:
+    def __init__(self, *workflows: Workflow[Any, Any]) -> None:
+        self.workflows = {wf.id: wf for wf in workflows}
+
+    def get_workflow(self, workflow_id: str) -> Workflow[Any, Any] | None:
+        return self.workflows.get(workflow_id)
+
+
 class Env:
     def __init__(
         self, *workflows: Workflow[Any, Any], registry: Any = None, **tunables: Any
@@ -298,11 +306,11 @@ def test_tick_counts_stale_leases() -> None:
 
 
 def test_tick_counts_stuck_runs_it_fails() -> None:
-    registry = WorkflowRegistry([ONE])
+    registry = DictRegistry(ONE)
     env = Env(stale_lease_threshold_ms=60_000, stuck_threshold_ms=120_000, registry=registry)
     run_id = env.create()
     env.host.run_maintenance_tick()
-    registry._workflows.clear()  # the deployment lost the workflow: its job cannot run
+    registry.workflows.clear()  # the deployment lost the workflow: its job cannot run
     assert env.host.process_available_jobs().failed == 1
     env.clock.advance(119)
     assert env.host.run_maintenance_tick().stuck_reaped == 0

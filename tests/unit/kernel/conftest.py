@@ -177,10 +177,10 @@ def build_workflows(probe: Probe) -> list[Workflow[Any, Any]]:
         total = ctx.input.left.words + ctx.input.right.letters
         return override if override is not None else Summary(total=total)
 
-    left = define_stage(
-        id="left", name="Left", input=TextIn, output=WordCount, execute=count_left
+    left = define_stage(id="left", name="Left", input=TextIn, output=WordCount, execute=count_left)
+    right = define_stage(
+        id="right", name="Right", input=TextIn, output=Letters, execute=count_right
     )
-    right = define_stage(id="right", name="Right", input=TextIn, output=Letters, execute=count_right)
     join = define_stage(id="join", name="Join", input=Joined, output=Summary, execute=join_both)
 
     def submit_batch(ctx: StageContext[TextIn, Any]) -> Any:
@@ -240,7 +240,12 @@ class KernelEnv:
 
     # commands
     def create(
-        self, workflow_id: str = "one-stage", input: Any = None, *, key: str | None = None, **kw: Any
+        self,
+        workflow_id: str = "one-stage",
+        input: Any = None,
+        *,
+        key: str | None = None,
+        **kw: Any,
     ) -> str:
         key = key or f"create-{len(self.persistence.get_all_runs())}"
         result = self.kernel.dispatch(

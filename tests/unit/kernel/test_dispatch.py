@@ -130,9 +130,7 @@ def test_a_negative_limit_is_rejected(kernel):
 
 def test_run_create_needs_a_non_empty_idempotency_key(kernel):
     with pytest.raises(InvalidCommandError, match="idempotency_key"):
-        kernel.dispatch(
-            {"type": "run.create", "idempotency_key": "", "workflow_id": "one-stage"}
-        )
+        kernel.dispatch({"type": "run.create", "idempotency_key": "", "workflow_id": "one-stage"})
 
 
 def test_invalid_command_error_is_a_workflow_engine_error():
@@ -148,9 +146,13 @@ def test_a_malformed_command_writes_nothing(env):
     assert env.persistence.get_all_runs() == []
     assert env.persistence.get_all_outbox_events() == []
     # the key was never taken: a valid command with it runs
-    assert env.kernel.dispatch(
-        {"type": "run.create", "idempotency_key": "k", "workflow_id": "one-stage", "input": TEXT}
-    ).status == Status.PENDING
+    valid = {
+        "type": "run.create",
+        "idempotency_key": "k",
+        "workflow_id": "one-stage",
+        "input": TEXT,
+    }
+    assert env.kernel.dispatch(valid).status == Status.PENDING
 
 
 def test_parse_command_turns_a_dict_into_its_model():

@@ -22,6 +22,10 @@ from workflow_engine.kernel.commands import JobExecute, RunCancel
 from workflow_engine.records import LogLevel
 
 
+def _flaky(ctx):
+    raise RuntimeError("flaky")
+
+
 def _logs(env, run_id, level):
     return [log.message for log in env.persistence.get_logs_by_run(run_id) if log.level == level]
 
@@ -29,7 +33,11 @@ def _logs(env, run_id, level):
 # -- success --------------------------------------------------------------------------------------
 def test_a_sync_stage_completes_with_its_output_stored_inline(env):
     run_id = env.start()
-    env.probe.hooks["count"] = lambda ctx: env.clock.advance(2) and None
+
+    def take_two_seconds(ctx):
+        env.clock.advance(2)
+
+    env.probe.hooks["count"] = take_two_seconds
 
     result = env.execute(run_id, "count")
 
@@ -333,7 +341,7 @@ def test_an_output_over_the_payload_limit_fails_without_retry(env_factory):
 
 def test_a_retry_after_a_failure_completes_and_clears_the_error(env):
     run_id = env.start()
-    env.probe.hooks["count"] = lambda ctx: (_ for _ in ()).throw(RuntimeError("flaky"))
+    env.probe.hooks["count"] = _flaky
     env.execute(run_id, "count")
     env.probe.hooks.clear()
 
@@ -379,6 +387,37 @@ def test_a_suspension_emits_stage_and_workflow_suspended_and_schedules_a_poll(en
     assert [(s["command_type"], s["payload"], s["run_at"]) for s in env.scheduler.scheduled] == [
         ("stage.pollSuspended", {"workflow_run_id": run_id, "stage_id": "batch"}, due)
     ]
+
+
+def test_a_suspended_stage_leaves_its_run_running(env):
+    run_id = env.start("async-batch")
+
+    env.execute(run_id, "batch")
+
+    assert env.run(run_id).status == Status.RUNNING
+
+
+def test_an_explicit_next_poll_at_is_honoured(env):
+    at = env.clock.now() + timedelta(minutes=7)
+    env.probe.suspend = Suspend(state={"batch_id": "b-2"}, next_poll_at=at)
+    run_id = env.start("async-batch")
+
+    result = env.execute(run_id, "batch")
+
+    assert result.next_poll_at == at
+    assert env.stage(run_id, "batch").next_poll_at == at
+
+
+def test_a_suspended_state_over_the_payload_limit_fails_the_stage(env_factory):
+    env = env_factory(max_payload_bytes=100, inline_output_max_bytes=50)
+    env.probe.suspend = Suspend(state={"blob": "x" * 200})
+    run_id = env.start("async-batch")
+
+    result = env.execute(run_id, "batch")
+
+    assert (result.outcome, result.retryable) == ("failed", False)
+    assert result.error.startswith("The suspended state of stage batch is")
+    assert env.stage(run_id, "batch").status == Status.FAILED
 
 
 # -- preconditions and ghosts ---------------------------------------------------------------------

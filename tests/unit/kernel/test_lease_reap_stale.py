@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from workflow_engine import Status
-from workflow_engine.kernel.commands import LeaseReapStale
+from workflow_engine.kernel.commands import LeaseReapStale, RunReapStuck, RunRerunFrom
 
 THRESHOLD_MS = 300_000
 
@@ -90,14 +90,57 @@ def test_a_lost_job_is_retried_until_its_attempts_are_used_up(env):
     assert env.run(run_id).status == Status.FAILED
 
 
-def test_an_exhausted_job_whose_stage_is_not_running_leaves_the_stage_alone(env_factory):
+def test_an_exhausted_job_that_never_started_its_stage_fails_the_stage_and_run(env_factory):
     env = env_factory(default_max_attempts=1)
     run_id = env.start()
-    env.jobs.dequeue("worker-1")  # leased, but the stage was never marked RUNNING
+    env.jobs.dequeue("worker-1")  # leased, but the worker died before marking the stage RUNNING
     env.clock.advance(timedelta(minutes=6))
 
     assert _reap(env) == 1
 
-    assert env.stage(run_id, "count").status == Status.PENDING
+    assert env.stage(run_id, "count").status == Status.FAILED
+    assert env.run(run_id).status == Status.FAILED
+    assert env.event_types(run_id)[-2:] == ["stage:failed", "workflow:failed"]
+
+
+def test_an_exhausted_job_does_not_come_back_through_the_stuck_run_reaper(env_factory):
+    env = env_factory(default_max_attempts=1)
+    run_id = env.start()
+    env.jobs.dequeue("worker-1")
+    env.clock.advance(timedelta(minutes=6))
+    _reap(env)
+    env.clock.advance(timedelta(minutes=16))
+
+    env.kernel.dispatch(RunReapStuck(stuck_threshold_ms=900_000))
+
+    assert [job.status for job in env.jobs_of(run_id)] == [Status.FAILED]
+
+
+def test_an_exhausted_job_of_a_completed_stage_leaves_the_stage_alone(env_factory):
+    env = env_factory(default_max_attempts=1)
+    run_id = env.start("two-stage")
+    env.jobs.dequeue("worker-1")
+    env.execute(run_id, "count")  # the stage finished, then the worker died before acking
+    env.clock.advance(timedelta(minutes=6))
+
+    assert _reap(env) == 1
+
+    assert env.stage(run_id, "count").status == Status.COMPLETED
     assert env.run(run_id).status == Status.RUNNING
     assert "stage:failed" not in env.event_types(run_id)
+
+
+def test_an_exhausted_job_from_before_a_rerun_leaves_the_new_stage_alone(env_factory):
+    env = env_factory(default_max_attempts=1)
+    run_id = env.start()
+    env.jobs.dequeue("worker-1")
+    env.persistence.update_stage(env.stage(run_id, "count").id, status=Status.RUNNING)
+    env.persistence.update_run(run_id, status=Status.FAILED)
+    env.kernel.dispatch(RunRerunFrom(workflow_run_id=run_id, from_stage_id="count"))
+    env.clock.advance(timedelta(minutes=6))
+
+    assert _reap(env) == 1  # the old lease
+
+    assert env.stage(run_id, "count").status == Status.PENDING
+    assert env.run(run_id).status == Status.RUNNING
+    assert env.finish(run_id).status == Status.COMPLETED

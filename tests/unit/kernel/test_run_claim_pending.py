@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from workflow_engine import Status
+from pydantic import BaseModel
+
+from workflow_engine import Status, WorkflowBuilder, define_stage
 from workflow_engine.records import LogLevel, NewStage
 
 
@@ -228,3 +230,29 @@ def test_a_run_created_later_waits_for_the_next_claim(env):
 
     assert [c.workflow_run_id for c in env.claim().claimed] == [second]
     assert env.run(first).status == Status.RUNNING
+
+
+class Nothing(BaseModel):
+    pass
+
+
+def test_jobs_carry_the_stage_attempt_limit_and_queue(env):
+    routed = define_stage(
+        id="routed",
+        name="Routed",
+        input=None,
+        output=Nothing,
+        execute=lambda ctx: Nothing(),
+        queue="gpu",
+        max_attempts=5,
+    )
+    env.registry.register(WorkflowBuilder("routed", "Routed", input=Nothing).pipe(routed).build())
+    routed_run = env.create("routed", input={})
+    plain_run = env.create()
+
+    env.claim()
+
+    routed_job = env.job_of(routed_run, "routed")
+    plain_job = env.job_of(plain_run, "count")
+    assert (routed_job.queue, routed_job.max_attempts) == ("gpu", 5)
+    assert (plain_job.queue, plain_job.max_attempts) == (None, 3)

@@ -126,3 +126,7 @@ def test_oversized_input_raises_payload_too_large_and_writes_nothing(env_factory
     assert caught.value.limit == 100
     assert "The workflow input is" in str(caught.value)
     assert env.persistence.get_all_runs() == []
+
+
+def test_a_zero_priority_is_kept_and_not_replaced_by_the_default(env):
+    assert env.run(env.create(priority=0)).priority == 0

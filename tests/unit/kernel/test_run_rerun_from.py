@@ -178,3 +178,21 @@ def test_a_later_group_needs_earlier_stages_to_have_run(env):
         _rerun(env, run_id, "double")
 
     assert env.stages(run_id) == []
+
+
+def test_a_rerun_that_fails_to_commit_keeps_the_old_stages_and_enqueues_nothing(env):
+    run_id = _finished(env)
+    stages_before = env.stages(run_id)
+    jobs_before = env.jobs_of(run_id)
+
+    def outbox_down(events):
+        raise RuntimeError("outbox down")
+
+    env.persistence.append_outbox_events = outbox_down
+
+    with pytest.raises(RuntimeError, match="outbox down"):
+        _rerun(env, run_id, "count")
+
+    assert env.stages(run_id) == stages_before
+    assert env.jobs_of(run_id) == jobs_before
+    assert env.run(run_id).status == Status.COMPLETED

@@ -280,3 +280,18 @@ def test_a_poll_can_be_limited_to_one_run(env):
 
     assert result.resumed_workflow_run_ids == [run_id]
     assert env.stage(other, "batch").status == Status.SUSPENDED
+
+
+def test_a_run_that_stops_during_the_check_still_gets_its_suspended_job_closed(env):
+    def run_fails_meanwhile(state, ctx):
+        env.persistence.update_run(ctx.workflow_run_id, status=Status.FAILED)
+        return CompletionCheck(ready=True, output={"words": 7})
+
+    env.probe.check = run_fails_meanwhile
+    run_id = _suspended(env)
+
+    result = env.poll()
+
+    assert _counts(result) == (1, 0, 0)
+    assert env.stage(run_id, "batch").status == Status.CANCELLED
+    assert env.job_of(run_id, "batch").status == Status.CANCELLED

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from workflow_engine.definitions.config import describe_validation_error
 from workflow_engine.definitions.stage import Suspend, to_timedelta
@@ -24,6 +24,7 @@ from workflow_engine.kernel.execution import (
     call_user,
     error_message,
     is_retryable,
+    json_mapping,
     normalise_result,
 )
 from workflow_engine.kernel.outputs import (
@@ -37,8 +38,6 @@ from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope
 from workflow_engine.kernel.stage_context import build_context, parse_config, write_log
 from workflow_engine.records import LogLevel, NewStage, WorkflowRunRecord, WorkflowStageRecord
 from workflow_engine.status import Status
-
-_JSON = TypeAdapter(Any)
 
 
 def handle_job_execute(
@@ -263,7 +262,8 @@ class _Execution:
         now = runtime.now()
         poll_interval = to_timedelta(suspend.poll_interval)
         next_poll_at = suspend.next_poll_at or now + poll_interval
-        state = _JSON.dump_python(dict(suspend.state), mode="json")
+        state = json_mapping(stage, "a suspended state", suspend.state)
+        metrics = json_mapping(stage, "metrics", suspend.metrics)
         runtime.check_payload(f"The suspended state of stage {stage.id}", state)
 
         def write(scope: Scope) -> None:
@@ -274,7 +274,7 @@ class _Execution:
                 next_poll_at=next_poll_at,
                 poll_interval=_ms(poll_interval),
                 max_wait_until=now + to_timedelta(suspend.max_wait),
-                metrics=dict(suspend.metrics) or None,
+                metrics=metrics or None,
             )
             scope.emit(
                 "stage:suspended",

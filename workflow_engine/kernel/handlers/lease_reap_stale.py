@@ -26,8 +26,13 @@ def handle_lease_reap_stale(
 
 def _fail_stage_of(scope: Scope, job: JobRecord) -> None:
     stage = scope.tx.get_stage(job.workflow_run_id, job.stage_id)
-    if stage is None or stage.status != Status.RUNNING:
+    # PENDING too: the worker may have died before it marked the stage RUNNING.
+    if stage is None or stage.status not in (Status.PENDING, Status.RUNNING):
         return
+    live = (Status.PENDING, Status.RUNNING)
+    jobs = scope.runtime.job_transport.get_jobs_by_workflow_run(job.workflow_run_id)
+    if any(j.stage_id == job.stage_id and j.id != job.id and j.status in live for j in jobs):
+        return  # another job (e.g. of a rerun) owns the stage now
     message = job.last_error or f"Lease expired after {job.attempt} attempts: the worker was lost"
     scope.tx.update_stage(
         stage.id,

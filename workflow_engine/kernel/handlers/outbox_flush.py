@@ -7,7 +7,7 @@ not called again when the event is retried for another plugin's failure.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from workflow_engine.kernel.commands import OutboxFlush, OutboxFlushResult
 from workflow_engine.kernel.runtime import Idempotency, Runtime, logger
@@ -38,6 +38,7 @@ def handle_outbox_flush(
         command.max_events, now=runtime.now(), lease_ms=runtime.options.outbox_claim_ms
     )
     max_retries = getattr(runtime.event_sink, "max_retries", DEFAULT_MAX_RETRIES)
+    per_plugin = isinstance(runtime.event_sink, PerPluginSink)  # slow check: once per flush
     blocked_runs: set[str] = set()
     published: list[str] = []
     held_back: list[str] = []
@@ -46,7 +47,7 @@ def handle_outbox_flush(
             held_back.append(event.id)
             continue
         try:
-            _deliver(runtime, event)
+            _deliver(runtime, event, per_plugin)
         except Exception:
             logger.warning("delivering event %s failed", event.id, exc_info=True)
             blocked_runs.add(event.workflow_run_id)
@@ -61,10 +62,10 @@ def handle_outbox_flush(
     return OutboxFlushResult(published=len(published))
 
 
-def _deliver(runtime: Runtime, event: OutboxEventRecord) -> None:
+def _deliver(runtime: Runtime, event: OutboxEventRecord, per_plugin: bool) -> None:
     sink = runtime.event_sink
-    if isinstance(sink, PerPluginSink):
-        sink.emit_pending(
+    if per_plugin:
+        cast(PerPluginSink, sink).emit_pending(
             dict(event.payload),
             frozenset(event.delivered_plugins),
             lambda plugin_id: runtime.persistence.mark_outbox_plugin_delivered(event.id, plugin_id),

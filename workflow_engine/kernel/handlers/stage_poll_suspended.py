@@ -139,6 +139,7 @@ def _still_suspended(scope: Scope, row: WorkflowStageRecord) -> WorkflowStageRec
                 completed_at=scope.runtime.now(),
                 next_poll_at=None,
             )
+            _close_after_commit(scope.runtime, scope, row, Status.CANCELLED)
         return None
     if current is None or current.status != Status.SUSPENDED:
         return None

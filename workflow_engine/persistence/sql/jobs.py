@@ -64,7 +64,8 @@ def _lease(where: sa.ColumnElement[bool]) -> sa.Update:
 
 
 #: One statement: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)``.
-_DEQUEUE = _lease(sa.and_(jq.c.id == _BEST_DUE_JOB, _DUE))
+#: The subquery alone decides (see ``queries.CLAIM_PENDING_RUN`` for why nothing is repeated).
+_DEQUEUE = _lease(jq.c.id == _BEST_DUE_JOB)
 _CLAIM = _lease(sa.and_(jq.c.id == param("id"), _DUE))
 _INSERT = sa.insert(jq)
 _JOB = sa.select(jq).where(jq.c.id == param("id"))

@@ -123,7 +123,9 @@ CLAIM_PENDING_RUN = (
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery(),
-        is_status(runs.c.status, Status.PENDING),
+        # No second "status = 'PENDING'" here: the subquery locked the row while PENDING,
+        # and a second predicate tempts the planner to scan the pending index instead of
+        # fetching one row by primary key.
     )
     .values(
         status=Status.RUNNING,

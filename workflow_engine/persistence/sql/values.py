@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -25,6 +27,9 @@ DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
 
 _MANAGED_FIELDS = frozenset({"id", "created_at", "updated_at", "version"})
 
+#: ``\u0000`` in JSON text that is not itself an escaped backslash followed by ``u0000``.
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
 
 class InvalidValueError(WorkflowEngineError, ValueError):
     """A value cannot be stored: not JSON-serialisable, or not of the column's type."""
@@ -43,6 +48,11 @@ def json_value(where: str, value: Any, max_bytes: int) -> Any:
         text = json.dumps(plain, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except (PydanticSerializationError, TypeError, ValueError) as error:
         raise InvalidValueError(f"{where} is not JSON-serialisable: {error}") from None
+    if _NUL.search(text):
+        # Valid JSON, but Postgres cannot store U+0000 in jsonb: refuse it on every dialect.
+        raise InvalidValueError(
+            f"{where} contains a NUL character (U+0000), which cannot be stored"
+        )
     size = len(text.encode())
     if size > max_bytes:
         raise PayloadTooLargeError(where, size, max_bytes)
@@ -83,6 +93,8 @@ def check_changes(
             values[name] = _adapter(model, name).validate_python(value)
         except ValidationError as error:
             raise InvalidValueError(f"{where}: {error.errors()[0]['msg']}") from None
+        if isinstance(values[name], datetime) and values[name].tzinfo is None:
+            raise InvalidValueError(f"{where}: naive datetime; pass a timezone-aware one")
     return values
 
 
