@@ -62,6 +62,10 @@ class EngineSettings(BaseSettings):
         default=None,
         description="`module:attribute` naming the event sink (e.g. a plugin runner).",
     )
+    ai_provider_resolver: str | None = Field(
+        default=None,
+        description="`module:attribute` naming a function model -> AI provider (or None).",
+    )
     queue: str = Field(default="workflow_engine", description="Default Celery queue for jobs.")
     tick_interval_seconds: float = Field(default=5.0, gt=0)
     stale_lease_threshold_ms: int = Field(default=60_000, gt=0)

@@ -6,15 +6,21 @@ its own job transport (Celery-woken rows, or plain rows for the process host).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Engine
 
+from workflow_engine.ai.providers import ProviderResolver
 from workflow_engine.clock import Clock
 from workflow_engine.definitions.registry import WorkflowRegistry
 from workflow_engine.hosts.support import HostConfig
 from workflow_engine.kernel import Kernel, create_kernel
-from workflow_engine.persistence.sql import SqlBlobStore, SqlPersistence, create_engine
+from workflow_engine.persistence.sql import (
+    SqlAICallLogger,
+    SqlBlobStore,
+    SqlPersistence,
+    create_engine,
+)
 from workflow_engine.plugins import create_plugin_runner
 from workflow_engine.ports import BlobStore, EventSink, JobTransport, Registry, Scheduler
 from workflow_engine.settings import EngineSettings, SettingsError, load_object
@@ -53,7 +59,22 @@ def build_kernel(
         max_payload_bytes=settings.max_payload_bytes,
         inline_output_max_bytes=settings.inline_output_max_bytes,
         default_max_attempts=settings.max_attempts,
+        ai_call_logger=SqlAICallLogger(engine, clock=clock),
+        ai_provider_resolver=ai_provider_resolver(settings),
     )
+
+
+def ai_provider_resolver(settings: EngineSettings) -> ProviderResolver | None:
+    """The resolver named by ``WORKFLOW_ENGINE_AI_PROVIDER_RESOLVER``, if any."""
+    if settings.ai_provider_resolver is None:
+        return None
+    resolver = load_object(settings.ai_provider_resolver, "WORKFLOW_ENGINE_AI_PROVIDER_RESOLVER")
+    if not callable(resolver):
+        raise SettingsError(
+            f"WORKFLOW_ENGINE_AI_PROVIDER_RESOLVER {settings.ai_provider_resolver!r} "
+            "is not callable"
+        )
+    return cast("ProviderResolver", resolver)
 
 
 def host_config(settings: EngineSettings) -> HostConfig:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel
 
-from workflow_engine.errors import MissingStageOutputError
+from workflow_engine.errors import MissingStageOutputError, WorkflowEngineError
 from workflow_engine.ports import BlobStore
 from workflow_engine.records import LogLevel
+
+if TYPE_CHECKING:
+    from workflow_engine.ai.helper import AIHelper
 
 InT = TypeVar("InT")
 CfgT = TypeVar("CfgT")
@@ -17,6 +20,7 @@ M = TypeVar("M", bound=BaseModel)
 
 LogSink = Callable[[LogLevel, str, dict[str, Any]], None]
 ProgressSink = Callable[[float, str, dict[str, Any]], None]
+AIFactory = Callable[[], "AIHelper"]
 
 _LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "ERROR", "FATAL": "ERROR"}
 
@@ -101,6 +105,7 @@ class StageContext(Generic[InT, CfgT]):
         storage: StageStorage,
         log_sink: LogSink,
         progress_sink: ProgressSink,
+        ai_factory: AIFactory | None = None,
     ) -> None:
         self.input = input
         self.config = config
@@ -117,6 +122,8 @@ class StageContext(Generic[InT, CfgT]):
         self.idempotency_key = f"{workflow_run_id}:{stage_id}:{attempt}"
         self._log_sink = log_sink
         self._progress_sink = progress_sink
+        self._ai_factory = ai_factory
+        self._ai: AIHelper | None = None
 
     @overload
     def require(self, stage_id: str) -> Any: ...
@@ -147,3 +154,19 @@ class StageContext(Generic[InT, CfgT]):
         if not 0 <= percent <= 100:
             raise ValueError(f"progress must be between 0 and 100, got {percent}")
         self._progress_sink(float(percent), message, details)
+
+    @property
+    def ai(self) -> AIHelper:
+        """The AI helper of this stage: calls logged under ``workflow.{run}.stage.{stage}``.
+
+        Made on first use. Raises ``WorkflowEngineError`` when the kernel has no AI call
+        logger (``create_kernel(..., ai_call_logger=...)``).
+        """
+        if self._ai is None:
+            if self._ai_factory is None:
+                raise WorkflowEngineError(
+                    "ctx.ai needs an AI call logger: pass ai_call_logger= to create_kernel "
+                    "(WorkflowTestHarness and the SQL wiring set one up)"
+                )
+            self._ai = self._ai_factory()
+        return self._ai

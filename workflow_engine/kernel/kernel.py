@@ -7,6 +7,9 @@ from typing import Any, overload
 
 from pydantic import ValidationError
 
+from workflow_engine.ai.logger import AICallLogger
+from workflow_engine.ai.models import ModelRegistry
+from workflow_engine.ai.providers import ProviderCache, ProviderResolver
 from workflow_engine.clock import Clock, SystemClock
 from workflow_engine.errors import IdempotencyInProgressError, InvalidCommandError
 from workflow_engine.kernel import commands as c
@@ -190,6 +193,9 @@ def create_kernel(
     idempotency_stale_in_progress_ms: float | None = KernelOptions.idempotency_stale_in_progress_ms,
     outbox_claim_ms: int = KernelOptions.outbox_claim_ms,
     default_max_attempts: int = KernelOptions.default_max_attempts,
+    ai_call_logger: AICallLogger | None = None,
+    ai_provider_resolver: ProviderResolver | None = None,
+    ai_models: ModelRegistry | None = None,
 ) -> Kernel:
     """Create a kernel over its ports.
 
@@ -198,6 +204,13 @@ def create_kernel(
     row, larger ones in the blob store. An in-progress idempotency key older than
     ``idempotency_stale_in_progress_ms`` is reclaimed (``None``: never). ``default_max_attempts``
     is the job attempt limit for stages that set none.
+
+    ``ai_call_logger`` enables ``ctx.ai`` in stages (calls logged under
+    ``workflow.{run_id}.stage.{stage_id}``) and adds every AI call logged under
+    ``workflow.{run_id}`` to the run's ``total_cost``/``total_tokens``.
+    ``ai_provider_resolver(model)`` may return a provider for a model (``None``: built-in);
+    ``ai_models`` replaces the process-wide model registry. The kernel itself never calls a
+    provider: only stage code does, through ``ctx.ai``.
     """
     if inline_output_max_bytes > max_payload_bytes:
         raise ValueError("inline_output_max_bytes cannot exceed max_payload_bytes")
@@ -217,5 +230,8 @@ def create_kernel(
         clock=clock or SystemClock(),
         registry=registry,
         options=options,
+        ai_call_logger=ai_call_logger,
+        ai_models=ai_models,
+        ai_providers=ProviderCache(ai_provider_resolver),
     )
     return Kernel(runtime)

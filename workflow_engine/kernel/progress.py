@@ -10,7 +10,7 @@ from workflow_engine.definitions.workflow import Workflow
 from workflow_engine.errors import StaleVersionError
 from workflow_engine.kernel.commands import RunTransitionResult
 from workflow_engine.kernel.outputs import WorkflowContext, group_output
-from workflow_engine.kernel.runtime import Scope
+from workflow_engine.kernel.runtime import Scope, logger
 from workflow_engine.records import LogLevel, NewJob, NewStage, WorkflowRunRecord
 from workflow_engine.status import ACTIVE_STAGE_STATUSES, TERMINAL_RUN_STATUSES, Status
 
@@ -160,8 +160,11 @@ def complete_run(
     context = WorkflowContext(scope.runtime, stages)
     last_ids = [stage.id for stage in workflow.get_stages_in_execution_group(last_group)]
     output = group_output(context, last_ids)
-    total_cost = sum(_metric(stage.metrics, "total_cost", "totalCost") for stage in stages)
-    total_tokens = int(
+    ai_cost, ai_tokens = ai_totals(scope, run)
+    total_cost = ai_cost + sum(
+        _metric(stage.metrics, "total_cost", "totalCost") for stage in stages
+    )
+    total_tokens = ai_tokens + int(
         sum(_metric(stage.metrics, "total_tokens", "totalTokens") for stage in stages)
     )
     now = scope.runtime.now()
@@ -188,6 +191,28 @@ def complete_run(
         total_tokens=total_tokens,
     )
     return RunTransitionResult(action="completed")
+
+
+def ai_totals(scope: Scope, run: WorkflowRunRecord) -> tuple[float, int]:
+    """Cost and tokens of every AI call logged under ``workflow.{run_id}`` (one query).
+
+    A logger that fails is not fatal: the run completes with its stage metrics only, and a
+    WARN log line says the AI totals are missing.
+    """
+    ai_logger = scope.runtime.ai_call_logger
+    if ai_logger is None:
+        return 0.0, 0
+    try:
+        stats = ai_logger.get_stats(f"workflow.{run.id}")
+    except Exception as exc:
+        logger.warning("could not read AI call totals of run %s", run.id, exc_info=True)
+        scope.tx.create_log(
+            level=LogLevel.WARN,
+            message=f"AI call totals unavailable, run totals exclude them: {exc}",
+            workflow_run_id=run.id,
+        )
+        return 0.0, 0
+    return stats["total_cost"], stats["total_input_tokens"] + stats["total_output_tokens"]
 
 
 def _metric(metrics: dict[str, Any] | None, *names: str) -> float:

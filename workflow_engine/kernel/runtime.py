@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from workflow_engine.ai.logger import AICallLogger
+from workflow_engine.ai.models import ModelRegistry
+from workflow_engine.ai.providers import ProviderCache
 from workflow_engine.clock import Clock
 from workflow_engine.definitions.workflow import Workflow
 from workflow_engine.errors import PayloadTooLargeError, WorkflowNotFoundError
@@ -51,7 +54,11 @@ class Idempotency:
 
 @dataclass(frozen=True)
 class Runtime:
-    """The kernel's ports and options, shared by every handler."""
+    """The kernel's ports and options, shared by every handler.
+
+    ``ai_call_logger`` (optional) is where ``ctx.ai`` logs and where run totals read AI cost;
+    ``ai_providers`` finds (and caches) each model's provider, only when stage code calls one.
+    """
 
     persistence: Persistence
     blob_store: BlobStore
@@ -61,6 +68,9 @@ class Runtime:
     clock: Clock
     registry: Registry
     options: KernelOptions
+    ai_call_logger: AICallLogger | None = None
+    ai_models: ModelRegistry | None = None
+    ai_providers: ProviderCache = field(default_factory=ProviderCache)
 
     def now(self) -> datetime:
         return self.clock.now()

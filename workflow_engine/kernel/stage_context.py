@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from workflow_engine.definitions.context import StageContext, StageStorage
+from workflow_engine.ai.helper import AIHelper, create_ai_helper
+from workflow_engine.definitions.context import AIFactory, StageContext, StageStorage
 from workflow_engine.definitions.stage import Stage
 from workflow_engine.kernel.events import make_event
 from workflow_engine.kernel.runtime import Runtime, logger
@@ -106,4 +107,28 @@ def build_context(
         ),
         log_sink=log,
         progress_sink=progress,
+        ai_factory=ai_factory(runtime, run, stage.id),
     )
+
+
+def ai_topic(workflow_run_id: str, stage_id: str) -> str:
+    """The topic a stage's AI calls are logged under."""
+    return f"workflow.{workflow_run_id}.stage.{stage_id}"
+
+
+def ai_factory(runtime: Runtime, run: WorkflowRunRecord, stage_id: str) -> AIFactory | None:
+    """Makes the stage's ``ctx.ai`` on first use; ``None`` when the kernel has no AI logger."""
+    logger = runtime.ai_call_logger
+    if logger is None:
+        return None
+
+    def make() -> AIHelper:
+        return create_ai_helper(
+            ai_topic(run.id, stage_id),
+            logger,
+            models=runtime.ai_models,
+            providers=runtime.ai_providers,
+            log_context={"workflow_run_id": run.id, "stage_id": stage_id},
+        )
+
+    return make

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workflow_engine.ai.logger import AICallLogger
 from workflow_engine.definitions.registry import WorkflowRegistry
 from workflow_engine.definitions.workflow import Workflow
 from workflow_engine.hosts.serverless import ServerlessHost, create_serverless_host
@@ -12,6 +13,7 @@ from workflow_engine.kernel.commands import OutboxFlush, RunCreate
 from workflow_engine.ports import EventSink
 from workflow_engine.records import WorkflowRunRecord, WorkflowStageRecord
 from workflow_engine.status import TERMINAL_RUN_STATUSES, Status
+from workflow_engine.testing.ai_logger import InMemoryAICallLogger
 from workflow_engine.testing.clock import FakeClock
 from workflow_engine.testing.memory_blobs import InMemoryBlobStore
 from workflow_engine.testing.memory_jobs import InMemoryJobQueue
@@ -28,7 +30,8 @@ class WorkflowTestHarness:
 
     ``run`` drives a run to a terminal state: it claims, executes jobs, and when only
     suspended stages remain it advances the fake clock to their next poll. ``events`` holds
-    the flushed outbox events (when no ``event_sink`` is given).
+    the flushed outbox events (when no ``event_sink`` is given). ``ai_logger`` is where
+    ``ctx.ai`` logs (an :class:`InMemoryAICallLogger` unless ``ai_call_logger=`` is given).
     """
 
     def __init__(
@@ -47,6 +50,8 @@ class WorkflowTestHarness:
         self.blobs = InMemoryBlobStore()
         self.events = CollectingEventSink()
         self.scheduler = NoopScheduler()
+        kernel_options.setdefault("ai_call_logger", InMemoryAICallLogger(clock=self.clock))
+        self.ai_logger: AICallLogger = kernel_options["ai_call_logger"]
         self.kernel: Kernel = create_kernel(
             persistence=self.persistence,
             blob_store=self.blobs,

@@ -15,11 +15,11 @@ import bisect
 import heapq
 import threading
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -62,40 +62,28 @@ def _copy(record: M) -> M:
     return copy_record(record)
 
 
-class _Index(Protocol):
-    """A secondary index of a :class:`_Table`, told about every row that comes and goes."""
+class _Groups:
+    """Keys by group, each group an insertion-ordered set (a dict with ``None`` values)."""
 
-    def add(self, key: Any, row: Any, order: int) -> None: ...
-
-    def discard(self, key: Any, row: Any) -> None: ...
-
-    def clear(self) -> None: ...
-
-
-class _GroupIndex:
-    """Keys of the rows by ``group_of(row)`` (rows whose group is ``None`` are left out)."""
-
-    def __init__(self, group_of: Callable[[Any], Hashable | None]) -> None:
-        self._group_of = group_of
+    def __init__(self) -> None:
         self._groups: dict[Any, dict[Any, None]] = {}
 
-    def add(self, key: Any, row: Any, order: int) -> None:
-        group = self._group_of(row)
-        if group is not None:
-            members = self._groups.get(group)
-            if members is None:
-                members = self._groups[group] = {}
-            members[key] = None
-
-    def discard(self, key: Any, row: Any) -> None:
-        group = self._group_of(row)
-        if group is None:
+    def move(self, key: Any, old_group: Any, new_group: Any) -> None:
+        """Move ``key`` between groups; ``None`` means in no group."""
+        if old_group == new_group:
             return
-        members = self._groups.get(group)
-        if members is not None:
-            members.pop(key, None)
-            if not members:
-                del self._groups[group]
+        if old_group is not None:
+            members = self._groups.get(old_group)
+            if members is not None:
+                members.pop(key, None)
+                if not members:
+                    del self._groups[old_group]
+        if new_group is not None:
+            members = self._groups.get(new_group)
+            if members is None:
+                self._groups[new_group] = {key: None}
+            else:
+                members[key] = None
 
     def keys(self, group: Any) -> list[Any]:
         """The keys in ``group``, in no particular order."""
@@ -105,34 +93,32 @@ class _GroupIndex:
         self._groups.clear()
 
 
-class _HeapIndex:
-    """Rows whose ``sort_key(row)`` is not ``None``, smallest key first.
+class _Heap:
+    """Rows by a sort key, smallest first, for rows whose ``sort_key(row)`` is not ``None``.
 
-    Entries are checked lazily: an entry counts only while its row is still there with the same
-    key (a changed row was pushed again with its new key), so nothing needs deleting on change.
+    Entries are checked lazily: one counts only while its row is still there with the same
+    insertion number and sort key. Whoever changes a row pushes an entry when its key changes.
     """
 
     def __init__(self, sort_key: Callable[[Any], tuple[Any, ...] | None]) -> None:
         self.sort_key = sort_key
         self._heap: list[tuple[tuple[Any, ...], int, Any]] = []
 
-    def add(self, key: Any, row: Any, order: int) -> None:
-        sort_key = self.sort_key(row)
-        if sort_key is not None:
-            heapq.heappush(self._heap, (sort_key, order, key))
-
-    def discard(self, key: Any, row: Any) -> None:
-        pass  # entries are checked when they come up
-
-    def clear(self) -> None:
-        self._heap.clear()
+    def changed(self, key: Any, old: Any, new: Any, order: int) -> None:
+        """Note a row change (``None`` rows: absent)."""
+        if new is None:
+            return  # the entry is dropped when it comes up
+        new_key = self.sort_key(new)
+        if new_key is not None and (old is None or self.sort_key(old) != new_key):
+            heapq.heappush(self._heap, (new_key, order, key))
 
     def first(self, table: _Table[Any, Any]) -> tuple[tuple[Any, ...], Any] | None:
         """The smallest current ``(sort key, row key)``, dropping outdated entries on the way."""
         heap = self._heap
+        rows = table.rows
         while heap:
             sort_key, order, key = heap[0]
-            row = table.rows.get(key)
+            row = rows.get(key)
             if row is not None and table.order(key) == order and self.sort_key(row) == sort_key:
                 return sort_key, key
             heapq.heappop(heap)
@@ -141,44 +127,55 @@ class _HeapIndex:
     def pop_first(self) -> None:
         heapq.heappop(self._heap)
 
-    def rebuild(self, table: _Table[Any, Any]) -> None:
-        """Drop outdated entries once they outnumber the rows (keeps memory bounded)."""
+    def compact(self, table: _Table[Any, Any]) -> None:
+        """Rebuild once outdated entries outnumber the rows (keeps memory bounded)."""
         if len(self._heap) > 2 * len(table.rows) + 1024:
             self._heap = []
             for key, row in table.rows.items():
-                self.add(key, row, table.order(key))
+                self.changed(key, None, row, table.order(key))
+
+    def clear(self) -> None:
+        self._heap.clear()
 
 
-class _PendingOutboxIndex:
-    """Unpublished events outside the DLQ, by run (run ids kept sorted), then sequence."""
+def _is_pending(event: OutboxEventRecord | None) -> bool:
+    return event is not None and event.published_at is None and event.dlq_at is None
+
+
+class _PendingOutbox:
+    """Events neither published nor in the DLQ, by run (run ids kept sorted), then sequence."""
 
     def __init__(self) -> None:
         self._runs: dict[str, dict[str, tuple[int, int]]] = {}
         self._run_ids: list[str] = []
 
-    def add(self, key: str, row: OutboxEventRecord, order: int) -> None:
-        if row.published_at is not None or row.dlq_at is not None:
-            return
-        events = self._runs.get(row.workflow_run_id)
-        if events is None:
-            events = self._runs[row.workflow_run_id] = {}
-            bisect.insort(self._run_ids, row.workflow_run_id)
-        events[key] = (row.sequence, order)
+    def changed(
+        self, key: str, old: OutboxEventRecord | None, new: OutboxEventRecord | None, order: int
+    ) -> None:
+        was, now = _is_pending(old), _is_pending(new)
+        if was and now:
+            assert old is not None and new is not None
+            if old.workflow_run_id == new.workflow_run_id and old.sequence == new.sequence:
+                return
+        if was:
+            assert old is not None
+            self._discard(key, old.workflow_run_id)
+        if now:
+            assert new is not None
+            events = self._runs.get(new.workflow_run_id)
+            if events is None:
+                events = self._runs[new.workflow_run_id] = {}
+                bisect.insort(self._run_ids, new.workflow_run_id)
+            events[key] = (new.sequence, order)
 
-    def discard(self, key: str, row: OutboxEventRecord) -> None:
-        if row.published_at is not None or row.dlq_at is not None:
-            return
-        events = self._runs.get(row.workflow_run_id)
+    def _discard(self, key: str, run_id: str) -> None:
+        events = self._runs.get(run_id)
         if events is None:
             return
         events.pop(key, None)
         if not events:
-            del self._runs[row.workflow_run_id]
-            del self._run_ids[bisect.bisect_left(self._run_ids, row.workflow_run_id)]
-
-    def clear(self) -> None:
-        self._runs.clear()
-        self._run_ids.clear()
+            del self._runs[run_id]
+            del self._run_ids[bisect.bisect_left(self._run_ids, run_id)]
 
     def keys_in_order(self) -> Iterator[str]:
         """Event keys by run id, then sequence (safe to write to events while iterating)."""
@@ -187,18 +184,27 @@ class _PendingOutboxIndex:
             if events:
                 yield from sorted(events, key=events.__getitem__)
 
+    def clear(self) -> None:
+        self._runs.clear()
+        self._run_ids.clear()
+
+
+OnChange = Callable[[Any, Any, Any, int], None]
+
 
 class _Table(Generic[K, V]):
     """Rows by key, remembering each key's insertion number so a rollback restores order.
 
-    Every change goes through ``put``, ``remove`` or ``restore``, which keep ``indexes`` current.
+    Every change goes through ``put``, ``remove`` or ``restore``, which report it to
+    ``on_change(key, old row or None, new row or None, insertion number)`` so the owner can keep
+    its secondary indexes current, rollbacks included.
     """
 
-    def __init__(self, *indexes: _Index) -> None:
+    def __init__(self, on_change: OnChange | None = None) -> None:
         self.rows: dict[K, V] = {}
         self._order: dict[K, int] = {}
         self._counter = 0
-        self.indexes = indexes
+        self._on_change = on_change
 
     def get(self, key: K) -> V | None:
         return self.rows.get(key)
@@ -221,39 +227,33 @@ class _Table(Generic[K, V]):
         return self._order[key], self.rows[key]
 
     def put(self, key: K, value: V) -> None:
-        rows = self.rows
-        if key in rows:
-            old = rows[key]
-            for index in self.indexes:
-                index.discard(key, old)
-        else:
+        old = self.rows.get(key)
+        if old is None:
             self._counter += 1
             self._order[key] = self._counter
-        rows[key] = value
-        order = self._order[key]
-        for index in self.indexes:
-            index.add(key, value, order)
+        self.rows[key] = value
+        if self._on_change is not None:
+            self._on_change(key, old, value, self._order[key])
 
     def remove(self, key: K) -> None:
-        if key not in self.rows:
+        old = self.rows.pop(key, None)
+        if old is None:
             return
-        old = self.rows.pop(key)
-        del self._order[key]
-        for index in self.indexes:
-            index.discard(key, old)
+        order = self._order.pop(key)
+        if self._on_change is not None:
+            self._on_change(key, old, None, order)
 
     def restore(self, key: K, saved: tuple[int, V] | None) -> None:
         if saved is None:
             self.remove(key)
             return
-        if key in self.rows:
-            old = self.rows[key]
-            for index in self.indexes:
-                index.discard(key, old)
         order, value = saved
+        if key in self.rows and self._order[key] != order:
+            self.remove(key)
+        old = self.rows.get(key)
         self._order[key], self.rows[key] = order, value
-        for index in self.indexes:
-            index.add(key, value, order)
+        if self._on_change is not None:
+            self._on_change(key, old, value, order)
 
     def reorder(self) -> None:
         """Put rows back in insertion order (after a rollback re-inserted deleted ones)."""
@@ -262,8 +262,6 @@ class _Table(Generic[K, V]):
     def clear(self) -> None:
         self.rows.clear()
         self._order.clear()
-        for index in self.indexes:
-            index.clear()
 
 
 @dataclass(frozen=True)
@@ -337,32 +335,70 @@ class InMemoryWorkflowPersistence:
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._local = threading.local()
-        self._runs_by_status = _GroupIndex(lambda run: run.status)
-        self._pending_runs = _HeapIndex(_pending_run_key)
-        self._runs: _Table[str, WorkflowRunRecord] = _Table(
-            self._runs_by_status, self._pending_runs
-        )
-        self._stages_by_run = _GroupIndex(lambda stage: stage.workflow_run_id)
-        self._stages_by_status = _GroupIndex(lambda stage: stage.status)
-        self._stages: _Table[str, WorkflowStageRecord] = _Table(
-            self._stages_by_run, self._stages_by_status
-        )
+        # secondary indexes, kept current by the tables' change hooks (rollbacks included)
+        self._runs_by_status = _Groups()
+        self._pending_runs = _Heap(_pending_run_key)
+        self._stages_by_run = _Groups()
+        self._stages_by_status = _Groups()
+        self._logs_by_run = _Groups()
+        self._logs_by_stage = _Groups()
+        self._outbox_by_run = _Groups()
+        self._outbox_pending = _PendingOutbox()
+        self._outbox_published = _Heap(_published_key)
+        self._completed_keys = _Heap(_completed_key_key)
+        self._runs: _Table[str, WorkflowRunRecord] = _Table(self._run_changed)
+        self._stages: _Table[str, WorkflowStageRecord] = _Table(self._stage_changed)
         self._stage_keys: _Table[tuple[str, str], str] = _Table()
-        self._logs_by_run = _GroupIndex(lambda log: log.workflow_run_id)
-        self._logs_by_stage = _GroupIndex(lambda log: log.workflow_stage_id)
-        self._logs: _Table[str, WorkflowLogRecord] = _Table(self._logs_by_run, self._logs_by_stage)
-        self._outbox_by_run = _GroupIndex(lambda event: event.workflow_run_id)
-        self._outbox_pending = _PendingOutboxIndex()
-        self._outbox_dlq = _GroupIndex(lambda event: True if event.dlq_at is not None else None)
-        self._outbox_published = _HeapIndex(_published_key)
-        self._outbox: _Table[str, OutboxEventRecord] = _Table(
-            self._outbox_by_run, self._outbox_pending, self._outbox_dlq, self._outbox_published
-        )
+        self._logs: _Table[str, WorkflowLogRecord] = _Table(self._log_changed)
+        self._outbox: _Table[str, OutboxEventRecord] = _Table(self._event_changed)
         self._sequences: _Table[str, int] = _Table()
-        self._completed_keys = _HeapIndex(_completed_key_key)
         self._idempotency: _Table[tuple[str, str], _IdempotencyRow] = _Table(
-            self._completed_keys
+            self._completed_keys.changed
         )
+
+    # -- index maintenance --------------------------------------------------------------------
+    def _indexes(self) -> list[_Groups | _Heap | _PendingOutbox]:
+        return [
+            self._runs_by_status,
+            self._pending_runs,
+            self._stages_by_run,
+            self._stages_by_status,
+            self._logs_by_run,
+            self._logs_by_stage,
+            self._outbox_by_run,
+            self._outbox_pending,
+            self._outbox_published,
+            self._completed_keys,
+        ]
+
+    def _run_changed(
+        self, key: str, old: WorkflowRunRecord | None, new: WorkflowRunRecord | None, order: int
+    ) -> None:
+        self._runs_by_status.move(key, old and old.status, new and new.status)
+        self._pending_runs.changed(key, old, new, order)
+
+    def _stage_changed(
+        self,
+        key: str,
+        old: WorkflowStageRecord | None,
+        new: WorkflowStageRecord | None,
+        order: int,
+    ) -> None:
+        self._stages_by_run.move(key, old and old.workflow_run_id, new and new.workflow_run_id)
+        self._stages_by_status.move(key, old and old.status, new and new.status)
+
+    def _log_changed(
+        self, key: str, old: WorkflowLogRecord | None, new: WorkflowLogRecord | None, order: int
+    ) -> None:
+        self._logs_by_run.move(key, old and old.workflow_run_id, new and new.workflow_run_id)
+        self._logs_by_stage.move(key, old and old.workflow_stage_id, new and new.workflow_stage_id)
+
+    def _event_changed(
+        self, key: str, old: OutboxEventRecord | None, new: OutboxEventRecord | None, order: int
+    ) -> None:
+        self._outbox_by_run.move(key, old and old.workflow_run_id, new and new.workflow_run_id)
+        self._outbox_pending.changed(key, old, new, order)
+        self._outbox_published.changed(key, old, new, order)
 
     # -- storage primitives -------------------------------------------------------------------
     def _tables(self) -> list[_Table[Any, Any]]:
@@ -381,7 +417,7 @@ class InMemoryWorkflowPersistence:
         return tx
 
     def _journal(self, table: _Table[K, V], key: K) -> None:
-        tx = self._current()
+        tx: _Transaction | None = getattr(self._local, "tx", None)
         if tx is not None:
             tx.undo.append((table, key, table.snapshot(key)))
 
@@ -519,7 +555,7 @@ class InMemoryWorkflowPersistence:
     def claim_next_pending_run(self) -> WorkflowRunRecord | None:
         """Move the highest-priority, oldest PENDING run to RUNNING and return it."""
         with self._lock:
-            self._pending_runs.rebuild(self._runs)
+            self._pending_runs.compact(self._runs)
             first = self._pending_runs.first(self._runs)
             if first is None:
                 return None
@@ -790,7 +826,7 @@ class InMemoryWorkflowPersistence:
             self._set_event(event, dlq_at=self.clock.now(), claimed_until=None)
 
     def _dlq(self) -> list[OutboxEventRecord]:
-        parked = self._outbox.in_order(self._outbox_dlq.keys(True))
+        parked = [e for e in self._outbox.values() if e.dlq_at is not None]
         parked.sort(key=lambda e: (e.dlq_at, e.workflow_run_id, e.sequence))
         return parked
 
@@ -862,9 +898,9 @@ class InMemoryWorkflowPersistence:
         with self._lock:
             return self._delete_before(self._idempotency, self._completed_keys, before)
 
-    def _delete_before(self, table: _Table[Any, Any], index: _HeapIndex, before: datetime) -> int:
+    def _delete_before(self, table: _Table[Any, Any], index: _Heap, before: datetime) -> int:
         """Delete the rows of ``index`` whose (one-element) sort key is before ``before``."""
-        index.rebuild(table)
+        index.compact(table)
         deleted = 0
         while (first := index.first(table)) is not None and first[0][0] < before:
             index.pop_first()
@@ -878,6 +914,8 @@ class InMemoryWorkflowPersistence:
         with self._lock:
             for table in self._tables():
                 table.clear()
+            for index in self._indexes():
+                index.clear()
 
     def get_all_runs(self) -> list[WorkflowRunRecord]:
         """Every run, in insertion order."""

@@ -19,7 +19,7 @@ from workflow_engine.kernel.execution import call_user, error_message, validate_
 from workflow_engine.kernel.outputs import WorkflowContext, store_output
 from workflow_engine.kernel.progress import fail_run
 from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope
-from workflow_engine.kernel.stage_context import parse_config, write_log
+from workflow_engine.kernel.stage_context import ai_factory, parse_config, write_log
 from workflow_engine.records import WorkflowRunRecord, WorkflowStageRecord
 from workflow_engine.status import Status
 
@@ -117,6 +117,7 @@ def _check(
         ),
         log_sink=log,
         progress_sink=lambda percent, message, details: None,
+        ai_factory=ai_factory(runtime, run, stage.id),
     )
     result = call_user(stage.check_completion, dict(row.suspended_state or {}), ctx)
     if not isinstance(result, CompletionCheck):

@@ -12,6 +12,7 @@ The dialect is read from the SQLAlchemy engine. Make the schema with
 
 from __future__ import annotations
 
+from workflow_engine.persistence.sql.ai_calls import SqlAICallLogger
 from workflow_engine.persistence.sql.blobs import SqlBlobStore
 from workflow_engine.persistence.sql.dialect import (
     configure_engine,
@@ -27,6 +28,7 @@ from workflow_engine.persistence.sql.values import InvalidValueError
 
 __all__ = [
     "InvalidValueError",
+    "SqlAICallLogger",
     "SqlBlobStore",
     "SqlJobQueue",
     "SqlPersistence",

@@ -85,8 +85,9 @@ workflow_runs = sa.Table(
         "created_at",
         **_where("status = 'PENDING'"),
     ),
-    # get_stuck_runs: RUNNING runs by last update.
-    sa.Index("ix_workflow_runs_status_updated_at", "status", "updated_at"),
+    # get_stuck_runs: RUNNING runs by last update. (Partial, so that no index leads with
+    # status: see queries.py.)
+    sa.Index("ix_workflow_runs_running_updated_at", "updated_at", **_where("status = 'RUNNING'")),
     sa.Index("ix_workflow_runs_workflow_id", "workflow_id"),
     # list_runs: newest first.
     sa.Index("ix_workflow_runs_created_at", "created_at"),
@@ -236,7 +237,7 @@ job_queue = sa.Table(
         **_where("status = 'PENDING'"),
     ),
     # reap_stale_jobs: RUNNING jobs with an old lease.
-    sa.Index("ix_job_queue_status_locked_at", "status", "locked_at"),
+    sa.Index("ix_job_queue_running_locked_at", "locked_at", **_where("status = 'RUNNING'")),
     sa.Index("ix_job_queue_workflow_run_id", "workflow_run_id"),
 )
 

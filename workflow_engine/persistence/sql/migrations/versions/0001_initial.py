@@ -75,7 +75,12 @@ def _create_runs() -> None:
         [sa.literal_column("priority DESC"), "created_at"],
         **_where("status = 'PENDING'"),
     )
-    op.create_index("ix_workflow_runs_status_updated_at", "workflow_runs", ["status", "updated_at"])
+    op.create_index(
+        "ix_workflow_runs_running_updated_at",
+        "workflow_runs",
+        ["updated_at"],
+        **_where("status = 'RUNNING'"),
+    )
     op.create_index("ix_workflow_runs_workflow_id", "workflow_runs", ["workflow_id"])
     op.create_index("ix_workflow_runs_created_at", "workflow_runs", ["created_at"])
 
@@ -241,7 +246,9 @@ def _create_job_queue() -> None:
         [sa.literal_column("priority DESC"), "created_at", "next_poll_at"],
         **_where("status = 'PENDING'"),
     )
-    op.create_index("ix_job_queue_status_locked_at", "job_queue", ["status", "locked_at"])
+    op.create_index(
+        "ix_job_queue_running_locked_at", "job_queue", ["locked_at"], **_where("status = 'RUNNING'")
+    )
     op.create_index("ix_job_queue_workflow_run_id", "job_queue", ["workflow_run_id"])
 
 

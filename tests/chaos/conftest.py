@@ -1,0 +1,86 @@
+"""Fixtures for tests/chaos: the e2e ones, plus servers of the test's own to break.
+
+- ``redis_server``: a dedicated redis-server on a free port (flush or restart it freely).
+- ``redis_cluster``: a ``Cluster`` on the test database with ``redis_server`` as its broker.
+- ``postgres_server``: a throwaway Postgres cluster (initdb + pg_ctl) on a free port.
+- ``postgres_cluster``: a ``Cluster`` on a migrated database of ``postgres_server``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (  # noqa: F401 - fixtures and the report hook, re-exported
+    beat,
+    broker_url,
+    client,
+    cluster,
+    db,
+    e2e_database_url,
+    managed_cluster,
+    probe_dir,
+    pytest_runtest_makereport,
+    workers,
+)
+from tests.e2e.harness import Cluster, Db, PostgresServer, RedisServer
+from workflow_engine.persistence.sql import create_engine, upgrade
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_cluster(
+    request: pytest.FixtureRequest, e2e_database_url: str, redis_server: RedisServer,
+    tmp_path: Path,
+) -> Iterator[Cluster]:
+    yield from managed_cluster(
+        request,
+        database_url=e2e_database_url,
+        broker_url=redis_server.url(0),
+        workdir=tmp_path / "procs",
+    )
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_cluster(
+    request: pytest.FixtureRequest, postgres_server: PostgresServer, broker_url: str,
+    tmp_path: Path,
+) -> Iterator[Cluster]:
+    url = postgres_server.create_database("chaos")
+    engine = create_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield from managed_cluster(
+        request, database_url=url, broker_url=broker_url, workdir=tmp_path / "procs"
+    )
+
+
+@pytest.fixture
+def postgres_db(postgres_cluster: Cluster) -> Iterator[Db]:
+    engine = create_engine(postgres_cluster.database_url)  # pre-ping: survives the restart
+    try:
+        yield Db(engine)
+    finally:
+        engine.dispose()
