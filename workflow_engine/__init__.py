@@ -57,6 +57,7 @@ def __getattr__(name: str) -> object:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'workflow_engine' has no attribute {name!r}")
 
+
 __all__ = [
     "BlobNotFoundError",
     "Clock",

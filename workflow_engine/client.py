@@ -1,22 +1,42 @@
-"""``WorkflowClient``: start, inspect, wait for, cancel and rerun runs from any process."""
+"""``WorkflowClient``: start, inspect, wait for, cancel and rerun runs from any process.
+
+``create_run`` can also join the caller's own database transaction (a SQLAlchemy
+``Connection`` or ``Session``, Flask-SQLAlchemy's ``db.session``): the run exists if and only
+if that transaction commits, and the worker's wake-up is published only after the commit.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+import weakref
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from celery import Celery
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, scoped_session
 
 from workflow_engine.celery.app import create_celery_app
 from workflow_engine.celery.context import EngineContext, build_context
 from workflow_engine.errors import RunNotFoundError
 from workflow_engine.kernel.commands import RunCancel, RunCreate, RunRerunFrom
+from workflow_engine.persistence.sql.dialect import join_transaction
 from workflow_engine.records import WorkflowRunRecord, WorkflowStageRecord
 from workflow_engine.settings import EngineSettings
 from workflow_engine.status import TERMINAL_RUN_STATUSES, Status
+
+logger = logging.getLogger("workflow_engine.client")
+
+#: A caller's open transaction that ``create_run`` can join.
+CallerTransaction: TypeAlias = "Connection | Session | scoped_session[Any]"
+
+#: Registers a callback to run once the caller's transaction commits (and never otherwise).
+OnCommit: TypeAlias = Callable[[Callable[[], None]], object]
 
 
 class StageView(BaseModel):
@@ -136,23 +156,45 @@ class WorkflowClient:
         config: dict[str, Any] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
+        connection: CallerTransaction | None = None,
+        on_commit: OnCommit | None = None,
     ) -> str:
         """Create a run and wake a worker to start it; return the run id.
 
         The same ``idempotency_key`` always returns the same run. Raises
         ``WorkflowNotFoundError``, ``InvalidInputError`` or ``InvalidConfigError`` (nothing is
         stored then).
+
+        ``connection``: a SQLAlchemy ``Connection`` or ``Session`` (Flask-SQLAlchemy's
+        ``db.session``) on the engine's database. The run, its outbox event and the
+        idempotency key are written in that transaction, inside a savepoint (a refused run
+        leaves the caller's transaction usable); the wake-up is published once the caller
+        commits, and never if it rolls back. ``on_commit`` replaces how "once it commits" is
+        detected (Django passes ``transaction.on_commit``).
         """
-        result = self._context.kernel.dispatch(
-            RunCreate(
-                idempotency_key=idempotency_key or uuid.uuid4().hex,
-                workflow_id=workflow_id,
-                input=input,
-                config=config,
-                priority=priority,
-            )
+        command = RunCreate(
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+            workflow_id=workflow_id,
+            input=input,
+            config=config,
+            priority=priority,
         )
-        self._context.publisher.claim_pending()
+        if connection is None:
+            result = self._context.kernel.dispatch(command)
+            self._context.publisher.claim_pending()
+            return result.workflow_run_id
+        conn, after_commit = _caller_connection(connection)
+        with join_transaction(self._context.engine, conn) as tx:
+            savepoint = conn.begin_nested()
+            try:
+                result = self._context.kernel.dispatch(command)
+            except BaseException:
+                if savepoint.is_active:
+                    savepoint.rollback()
+                raise
+            savepoint.commit()
+        callbacks = [*tx.callbacks, self._context.publisher.claim_pending]
+        (on_commit or after_commit)(lambda: _run_callbacks(callbacks))
         return result.workflow_run_id
 
     def get_run(self, run_id: str) -> RunView:
@@ -213,3 +255,95 @@ class WorkflowClient:
     def close(self) -> None:
         """Release database connections."""
         self._context.dispose()
+
+
+# -- joining the caller's transaction -------------------------------------------------------------
+def _run_callbacks(callbacks: Sequence[Callable[[], object]]) -> None:
+    """Run every callback; log failures (the caller's transaction has committed already)."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            logger.warning("after-commit callback %r failed", callback, exc_info=True)
+
+
+def _caller_connection(owner: CallerTransaction) -> tuple[Connection, OnCommit]:
+    """The connection of the caller's transaction, and how to run code once it commits."""
+    if isinstance(owner, scoped_session):
+        owner = owner()
+    if isinstance(owner, Session):
+        session = owner
+        return session.connection(), lambda callback: _after_session_commit(session, callback)
+    if isinstance(owner, Connection):
+        if owner.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            raise ValueError(
+                "the connection is in AUTOCOMMIT mode: there is no transaction to join "
+                "(call create_run without connection=)"
+            )
+        conn = owner
+        return conn, lambda callback: _after_connection_commit(conn, callback)
+    raise TypeError(
+        f"connection must be a SQLAlchemy Connection or Session, not {type(owner).__name__}"
+    )
+
+
+_SESSION_PENDING = "workflow_engine.after_commit"
+
+
+def _after_session_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` after the session's outermost transaction commits; drop it otherwise."""
+    pending: list[Callable[[], None]] | None = session.info.get(_SESSION_PENDING)
+    if pending is None:
+        pending = session.info[_SESSION_PENDING] = []
+        event.listen(session, "after_commit", _session_committed)
+        event.listen(session, "after_transaction_end", _session_transaction_ended)
+    pending.append(callback)
+
+
+def _session_committed(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released; the transaction itself may still roll back
+    pending: list[Callable[[], None]] = session.info.get(_SESSION_PENDING, [])
+    callbacks, pending[:] = list(pending), []
+    _run_callbacks(callbacks)
+
+
+def _session_transaction_ended(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the outermost transaction ended without a commit we saw
+        session.info.get(_SESSION_PENDING, []).clear()
+
+
+_connection_pending: weakref.WeakKeyDictionary[Connection, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _after_connection_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` after ``conn``'s transaction commits; drop it if it rolls back."""
+    pending = _connection_pending.get(conn)
+    if pending is None:
+        pending = _connection_pending[conn] = []
+        event.listen(conn, "commit", _connection_committing)
+        event.listen(conn, "rollback", _connection_rolled_back)
+    pending.append(callback)
+
+
+def _connection_committing(conn: Connection) -> None:
+    # SQLAlchemy fires ConnectionEvents.commit just *before* the DBAPI commit, and has no
+    # event after it. A wake-up sent now could reach a worker before the run is visible, so
+    # commit the DBAPI connection here (SQLAlchemy's own commit then finds nothing to do),
+    # and only then publish.
+    pending = _connection_pending.get(conn)
+    if not pending:
+        return
+    callbacks, pending[:] = list(pending), []
+    dbapi_connection = conn.connection.dbapi_connection
+    if dbapi_connection is not None:
+        dbapi_connection.commit()
+    _run_callbacks(callbacks)
+
+
+def _connection_rolled_back(conn: Connection) -> None:
+    pending = _connection_pending.get(conn)
+    if pending:
+        pending.clear()

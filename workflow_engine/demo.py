@@ -96,9 +96,7 @@ def demo_environment(embedded: bool) -> dict[str, str]:
 
 
 @contextmanager
-def celery_process(
-    kind: str, env: dict[str, str], *args: str
-) -> Iterator[subprocess.Popen[bytes]]:
+def celery_process(kind: str, env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``celery worker`` or ``celery beat`` for the duration of the block."""
     log_path = DEMO_DIR / f"{kind}.log"
     command = [sys.executable, "-m", "celery", "-A", APP, kind, "--loglevel=INFO", *args]

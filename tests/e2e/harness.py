@@ -536,3 +536,54 @@ class PostgresServer:
             with contextlib.suppress(Exception):
                 self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+# -- shared checks --------------------------------------------------------------------------------
+def tick_results(cluster: Cluster) -> list[dict[str, int]]:
+    """The maintenance ticks' results, as the workers logged them (skipped ticks left out)."""
+    import ast
+
+    results = []
+    for process in cluster.processes:
+        for line in process.log().splitlines():
+            if "maintenance_tick[" in line and "succeeded in" in line and ": {" in line:
+                results.append(
+                    ast.literal_eval(line.split("succeeded in ", 1)[1].split("s: ", 1)[1])
+                )
+    return results
+
+
+def assert_every_worker_serves(
+    client: WorkflowClient, probe_dir: Path, workers: Sequence[Process], concurrency: int,
+    timeout: float = 60,
+) -> float:
+    """Hold one stage per pool slot at once: every slot of every worker must start one (a
+    wedged worker, or one that stopped consuming, cannot). Return how long it took."""
+    from tests.e2e.workflows import executions, release
+
+    began = time.monotonic()
+    folder = probe_dir / f"slots-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    config = {"hold": {"dir": str(folder)}, "finish": {"dir": str(folder)}}
+    slots = len(workers) * concurrency
+    run_ids = [client.create_run("held", {"n": i}, config=config) for i in range(slots)]
+    rows = wait_until(
+        lambda: len(found := executions(folder)) >= slots and found,
+        timeout=timeout,
+        what=f"{slots} stages to run at once, one per pool slot",
+        diagnose=lambda: "\n".join(w.tail(30) for w in workers),
+    )
+    took = time.monotonic() - began
+    per_worker: dict[int, int] = {}
+    for row in rows:
+        group = os.getpgid(row.pid)
+        per_worker[group] = per_worker.get(group, 0) + 1
+    assert per_worker == {w.pid: concurrency for w in workers}, per_worker
+    release(folder, "hold")
+    release(folder, "finish")
+    wait_until(
+        lambda: all(client.get_run(r).status == "COMPLETED" for r in run_ids),
+        timeout=timeout,
+        what="the slot-probing runs to complete",
+    )
+    return took

@@ -77,7 +77,7 @@ def _seed(url: str) -> tuple[set[str], set[str]]:
         NewRun(id=f"run-{i:04d}", workflow_id="wf", workflow_name="Wf", workflow_type="wf")
         for i in range(RUNS)
     ]
-    run_ids = {persistence.create_run(row).id for row in rows}
+    run_ids = persistence.with_transaction(lambda tx: {tx.create_run(row).id for row in rows})
     jobs = [
         NewJob(workflow_run_id=f"run-{i % RUNS:04d}", workflow_id="wf", stage_id=f"s{i}")
         for i in range(JOBS)

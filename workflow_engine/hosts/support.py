@@ -92,7 +92,7 @@ class LeaseKeeper:
     def __init__(self, job_transport: JobTransport, interval_ms: int) -> None:
         self._transport = job_transport
         self._interval = interval_ms / 1000
-        self._jobs: dict[str, JobRecord] = {}
+        self._jobs: dict[str, tuple[JobRecord, int]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -101,7 +101,8 @@ class LeaseKeeper:
     def keep(self, job: JobRecord) -> Iterator[None]:
         """Keep ``job``'s lease alive for the duration of the ``with`` block."""
         with self._lock:
-            self._jobs[job.id] = job
+            _, holders = self._jobs.get(job.id, (job, 0))
+            self._jobs[job.id] = (job, holders + 1)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._beat, name="workflow-engine-lease-keeper", daemon=True
@@ -111,12 +112,16 @@ class LeaseKeeper:
             yield
         finally:
             with self._lock:
-                self._jobs.pop(job.id, None)
+                current, holders = self._jobs[job.id]
+                if holders > 1:
+                    self._jobs[job.id] = (current, holders - 1)
+                else:
+                    del self._jobs[job.id]
 
     def _beat(self) -> None:
         while not self._wake.wait(self._interval):
             with self._lock:
-                jobs = list(self._jobs.values())
+                jobs = [job for job, _ in self._jobs.values()]
             for job in jobs:
                 try:
                     self._transport.touch_job(job.id, lease_token=job.lease_token)

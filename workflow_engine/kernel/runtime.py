@@ -15,7 +15,7 @@ from workflow_engine.ai.models import ModelRegistry
 from workflow_engine.ai.providers import ProviderCache
 from workflow_engine.clock import Clock
 from workflow_engine.definitions.workflow import Workflow
-from workflow_engine.errors import PayloadTooLargeError, WorkflowNotFoundError
+from workflow_engine.errors import InvalidInputError, PayloadTooLargeError, WorkflowNotFoundError
 from workflow_engine.kernel.events import make_event
 from workflow_engine.ports import (
     BlobStore,
@@ -104,8 +104,13 @@ class Runtime:
         return self.persistence.with_transaction(body)
 
     def check_payload(self, what: str, value: Any) -> int:
-        """Size of ``value`` as JSON; raise ``PayloadTooLargeError`` over the limit."""
-        size = json_size(value)
+        """Size of ``value`` as JSON; raise ``PayloadTooLargeError`` over the limit and
+        ``InvalidInputError`` for a value JSON cannot carry (NaN, infinities, objects).
+        """
+        try:
+            size = json_size(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
         if size > self.options.max_payload_bytes:
             raise PayloadTooLargeError(what, size, self.options.max_payload_bytes)
         return size
@@ -169,4 +174,5 @@ class Scope:
 
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact UTF-8 JSON."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return len(encoded.encode())

@@ -6,6 +6,7 @@ handed to a caller needs fresh containers only there; everything else is shared.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
@@ -28,15 +29,37 @@ def _is_immutable(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, _IMMUTABLE_TYPES)
 
 
+def new_id() -> str:
+    """A random id formatted like ``uuid.uuid4().hex`` (32 hex digits), made faster."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
+
+
 @cache
+def field_names(model: type[BaseModel]) -> frozenset[str]:
+    """The names of ``model``'s fields."""
+    return frozenset(model.__pydantic_fields__)
+
+
+_MUTABLE_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
 def mutable_fields(model: type[BaseModel]) -> tuple[str, ...]:
     """The fields of ``model`` that may hold a dict or a list."""
-    return tuple(
-        name for name, info in model.model_fields.items() if not _is_immutable(info.annotation)
-    )
+    names = _MUTABLE_FIELDS.get(model)
+    if names is None:
+        names = _MUTABLE_FIELDS[model] = tuple(
+            name
+            for name, info in model.__pydantic_fields__.items()
+            if not _is_immutable(info.annotation)
+        )
+    return names
 
 
 _set = object.__setattr__
+_CONTAINERS = frozenset({dict, list})
 
 
 def _with_values(record: M, values: dict[str, Any]) -> M:
@@ -55,13 +78,31 @@ def copy_record(record: M) -> M:
     """``record`` with fresh copies of its JSON containers (the record itself if it has none)."""
     values = record.__dict__
     fresh: dict[str, Any] | None = None
-    for name in mutable_fields(type(record)):
+    cls = type(record)
+    names = _MUTABLE_FIELDS.get(cls)
+    for name in mutable_fields(cls) if names is None else names:
         value = values[name]
-        if type(value) is dict or type(value) is list:
+        if type(value) in _CONTAINERS:
             if fresh is None:
                 fresh = values.copy()
             fresh[name] = clone_stored_json(value)
-    return record if fresh is None else _with_values(record, fresh)
+    if fresh is None:
+        return record
+    copied = cls.__new__(cls)
+    _set(copied, "__dict__", fresh)
+    _set(copied, "__pydantic_extra__", record.__pydantic_extra__)
+    _set(copied, "__pydantic_fields_set__", set(record.__pydantic_fields_set__))
+    _set(copied, "__pydantic_private__", record.__pydantic_private__)
+    return copied
+
+
+def replace_fields(record: M, changes: Mapping[str, Any]) -> M:
+    """``record.model_copy(update=changes)``, without its generic overhead (no validation)."""
+    values = record.__dict__.copy()
+    values.update(changes)
+    copied = _with_values(record, values)
+    copied.__pydantic_fields_set__.update(changes)
+    return copied
 
 
 _ANY: frozenset[type] = frozenset({object})  # marks a field that takes any value as it is

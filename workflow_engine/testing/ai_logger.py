@@ -61,7 +61,7 @@ class InMemoryAICallLogger:
         with self._lock:
             for data in prepared:
                 self._store(data)
-            if batch_id not in self._batches:
+            if prepared and batch_id not in self._batches:
                 self._batches.append(batch_id)
 
     def get_stats(self, topic_prefix: str) -> AICallStats:

@@ -26,10 +26,10 @@ def _clone_plain(value: Any) -> Any:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlainJson
-            out[key] = _clone_plain(item)
+            out[key] = item if type(item) in _PLAIN_SCALARS else _clone_plain(item)
         return out
     if kind is list or kind is tuple:
-        return [_clone_plain(item) for item in value]
+        return [item if type(item) in _PLAIN_SCALARS else _clone_plain(item) for item in value]
     if kind in _PLAIN_SCALARS:
         return value
     raise _NotPlainJson
@@ -51,16 +51,20 @@ def clone_stored_json(value: Any) -> Any:
     """Copy a value that is already in JSON form (as stored): new dicts and lists, same scalars."""
     kind = type(value)
     if kind is dict:
-        return {
-            key: clone_stored_json(item) if type(item) in _CONTAINERS else item
-            for key, item in value.items()
-        }
+        out = value.copy()
+        for key, item in value.items():
+            kind = type(item)
+            if kind is dict or kind is list:
+                out[key] = clone_stored_json(item)
+        return out
     if kind is list:
-        return [clone_stored_json(item) if type(item) in _CONTAINERS else item for item in value]
+        out_list = value.copy()
+        for i, item in enumerate(value):
+            kind = type(item)
+            if kind is dict or kind is list:
+                out_list[i] = clone_stored_json(item)
+        return out_list
     return value
-
-
-_CONTAINERS = frozenset({dict, list})
 
 
 class InMemoryBlobStore:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,14 +13,13 @@ from workflow_engine.errors import RecordNotFoundError
 from workflow_engine.ports import Persistence, StaleJobs
 from workflow_engine.records import JobRecord, NewJob
 from workflow_engine.status import Status
-from workflow_engine.testing._records import copy_record
+from workflow_engine.testing._records import copy_record, new_id, replace_fields
 from workflow_engine.testing.memory_blobs import json_clone
 
 _LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "locked_at": None, "lease_token": None}
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex
+_new_id = new_id
 
 
 def _holds_lease(job: JobRecord, lease_token: str | None) -> bool:
@@ -55,6 +53,8 @@ class InMemoryJobQueue:
         self._seq: dict[str, int] = {}  # insertion number of each job
         self._by_run: dict[str, list[str]] = {}
         self._by_status: dict[Status, dict[str, None]] = {}
+        # PENDING jobs -> (their dequeue order, when they are due)
+        self._pending: dict[str, tuple[tuple[int, datetime, int], datetime | None]] = {}
         self._lock = threading.RLock()
 
     def _store(self, job: JobRecord) -> None:
@@ -67,6 +67,11 @@ class InMemoryJobQueue:
             del self._by_status[old.status][job.id]
         if old is None or old.status != job.status:
             self._by_status.setdefault(job.status, {})[job.id] = None
+        if job.status == Status.PENDING:
+            order = (-job.priority, job.created_at, self._seq[job.id])
+            self._pending[job.id] = (order, job.next_poll_at)
+        elif old is not None and old.status == Status.PENDING:
+            del self._pending[job.id]
         self._jobs[job.id] = job
 
     def _with_status(self, status: Status) -> list[JobRecord]:
@@ -123,25 +128,20 @@ class InMemoryJobQueue:
         due = job.next_poll_at is None or job.next_poll_at <= now
         return job.status == Status.PENDING and due
 
-    def _due_key(self, job: JobRecord) -> tuple[int, datetime, int]:
-        return -job.priority, job.created_at, self._seq[job.id]
-
-    def _due_candidates(self, now: datetime) -> list[JobRecord]:
-        jobs = self._jobs
+    def _due_ids(self, now: datetime) -> list[tuple[tuple[int, datetime, int], str]]:
+        """``(dequeue order, id)`` of the due PENDING jobs, unsorted."""
         return [
-            job
-            for job in (jobs[job_id] for job_id in self._by_status.get(Status.PENDING, ()))
-            if job.next_poll_at is None or job.next_poll_at <= now
+            (order, job_id)
+            for job_id, (order, due_at) in self._pending.items()
+            if due_at is None or due_at <= now
         ]
 
     def _due(self, now: datetime) -> list[JobRecord]:
         """Due PENDING jobs by priority (highest first), then age, then insertion."""
-        due = self._due_candidates(now)
-        due.sort(key=self._due_key)
-        return due
+        return [self._jobs[job_id] for _, job_id in sorted(self._due_ids(now))]
 
     def _set(self, job: JobRecord, **changes: Any) -> JobRecord:
-        updated = job.model_copy(update={**changes, "updated_at": self.clock.now()})
+        updated = replace_fields(job, {**changes, "updated_at": self.clock.now()})
         self._store(updated)
         return updated
 
@@ -160,10 +160,10 @@ class InMemoryJobQueue:
     def dequeue(self, worker_id: str | None = None) -> JobRecord | None:
         """Lease the highest-priority, oldest due PENDING job (attempt + 1, new lease token)."""
         with self._lock:
-            due = self._due_candidates(self.clock.now())
+            due = self._due_ids(self.clock.now())
             if not due:
                 return None
-            return copy_record(self._lease(min(due, key=self._due_key), worker_id))
+            return copy_record(self._lease(self._jobs[min(due)[1]], worker_id))
 
     def claim(self, job_id: str, worker_id: str | None = None) -> JobRecord | None:
         """Lease this job if it is PENDING and due; ``None`` otherwise."""
@@ -332,6 +332,7 @@ class InMemoryJobQueue:
             self._seq.clear()
             self._by_run.clear()
             self._by_status.clear()
+            self._pending.clear()
 
     def get_all_jobs(self) -> list[JobRecord]:
         """Every job, in insertion order."""

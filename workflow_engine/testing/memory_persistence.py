@@ -14,7 +14,6 @@ from __future__ import annotations
 import bisect
 import heapq
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +37,13 @@ from workflow_engine.records import (
     WorkflowStageRecord,
 )
 from workflow_engine.status import Status
-from workflow_engine.testing._records import copy_record, validated_update
+from workflow_engine.testing._records import (
+    copy_record,
+    field_names,
+    new_id,
+    replace_fields,
+    validated_update,
+)
 from workflow_engine.testing.memory_blobs import json_clone
 
 T = TypeVar("T")
@@ -53,8 +58,7 @@ _STAGE_JSON_FIELDS = frozenset(
 _MANAGED_FIELDS = frozenset({"id", "created_at", "updated_at", "version"})
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex
+_new_id = new_id
 
 
 def _copy(record: M) -> M:
@@ -290,7 +294,7 @@ def _run_callbacks(callbacks: Iterable[Callable[[], object]]) -> None:
 
 
 def _check_changes(model: type[BaseModel], changes: Mapping[str, Any]) -> None:
-    unknown = sorted(set(changes) - set(model.model_fields))
+    unknown = sorted(set(changes) - field_names(model))
     if unknown:
         raise ValueError(f"{model.__name__} has no field(s) {', '.join(unknown)}")
     managed = sorted(set(changes) & _MANAGED_FIELDS)
@@ -304,12 +308,16 @@ def _with_changes(
     """``record`` with ``changes`` validated and applied, a bumped version and a new
     ``updated_at`` (field names are checked by :func:`_check_changes` beforehand)."""
     data = {
-        name: json_clone(value) if name in json_fields else value
-        for name, value in changes.items()
+        name: json_clone(value) if name in json_fields else value for name, value in changes.items()
     }
     data["version"] = record.version + 1  # type: ignore[attr-defined]
     data["updated_at"] = now
     return validated_update(record, data)
+
+
+# frozen and holding no JSON, so one instance of each serves every caller
+_ACQUIRED = IdempotencyAcquire(status="acquired")
+_IN_PROGRESS = IdempotencyAcquire(status="in_progress")
 
 
 def _pending_run_key(run: WorkflowRunRecord) -> tuple[Any, ...] | None:
@@ -670,8 +678,7 @@ class InMemoryWorkflowPersistence:
             due = [
                 (stage.next_poll_at, stage)
                 for stage in self._stages.in_order(suspended)
-                if stage.next_poll_at is not None
-                and stage.next_poll_at <= before
+                if stage.next_poll_at is not None and stage.next_poll_at <= before
             ]
         due.sort(key=lambda pair: pair[0])
         stages = [_copy(stage) for _, stage in due]
@@ -748,7 +755,7 @@ class InMemoryWorkflowPersistence:
             yield rows[key]
 
     def _set_event(self, event: OutboxEventRecord, **changes: Any) -> OutboxEventRecord:
-        updated = event.model_copy(update=changes)
+        updated = replace_fields(event, changes)
         self._put(self._outbox, event.id, updated)
         return updated
 
@@ -873,9 +880,9 @@ class InMemoryWorkflowPersistence:
             if row is not None and row.completed:
                 return IdempotencyAcquire(status="replay", result=json_clone(row.result))
             if row is not None and not _is_stale(row, now, stale_in_progress_after_ms):
-                return IdempotencyAcquire(status="in_progress")
+                return _IN_PROGRESS
             self._put(self._idempotency, (key, command_type), _IdempotencyRow(created_at=now))
-            return IdempotencyAcquire(status="acquired")
+            return _ACQUIRED
 
     def complete_idempotency_key(self, key: str, command_type: str, result: Any) -> None:
         """Store the command's JSON result under the key."""

@@ -1,12 +1,14 @@
 """Anthropic through the ``anthropic`` SDK: messages, streaming and Message Batches.
 
 The SDK is imported when the first client is made. Structured output uses the Messages API's
-``output_config.format`` JSON schema. Anthropic has no embeddings API. Retries of 429 and 5xx
+``output_config.format`` JSON schema. ``temperature`` is sent only if the installed SDK still
+has the parameter. Anthropic has no embeddings API. Retries of 429 and 5xx
 answers are the SDK's (``max_retries``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -88,13 +90,25 @@ class AnthropicProvider:
         }
         if request.system:
             params["system"] = request.system
-        if request.temperature is not None:
+        if request.temperature is not None and self._accepts("temperature"):
             params["temperature"] = request.temperature
         if request.json_schema is not None:
             schema = dict(request.json_schema)
             params["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         params.update(request.options)
         return params
+
+    def _accepts(self, parameter: str) -> bool:
+        """Whether this SDK's ``messages.create`` takes ``parameter`` (recent ones have no
+        ``temperature``: it is then left out rather than failing the call)."""
+        accepted = self.__dict__.get("_accepted")
+        if accepted is None:
+            try:
+                accepted = set(inspect.signature(self.client.messages.create).parameters)
+            except (TypeError, ValueError):
+                accepted = {parameter}
+            self.__dict__["_accepted"] = accepted
+        return parameter in accepted
 
     def generate(self, request: TextRequest) -> TextResponse:
         """One message."""

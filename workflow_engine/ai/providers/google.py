@@ -133,13 +133,16 @@ class GoogleProvider:
         yield StreamEnd(input_tokens, output_tokens, finish)
 
     def embed(self, request: EmbedRequest) -> EmbedResponse:
-        """``embed_content`` for all texts; Gemini reports no token usage for it."""
+        """``embed_content`` with one content per text (a plain list of strings would be one
+        multi-part content on multimodal models); Gemini reports no token usage for it."""
         config: dict[str, Any] = {"task_type": request.task_type or "RETRIEVAL_DOCUMENT"}
         if request.dimensions is not None:
             config["output_dimensionality"] = request.dimensions
         config.update(request.options)
         response = self.client.models.embed_content(
-            model=request.model_id, contents=list(request.texts), config=config
+            model=request.model_id,
+            contents=[{"parts": [{"text": text}]} for text in request.texts],
+            config=config,
         )
         vectors = [e.get("values") for e in _dump(response).get("embeddings") or []]
         if len(vectors) != len(request.texts) or not all(isinstance(v, list) for v in vectors):

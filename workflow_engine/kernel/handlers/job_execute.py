@@ -76,9 +76,9 @@ def _mark_running(
     lease_token: str | None,
     started: datetime,
 ) -> WorkflowStageRecord | JobExecuteResult:
-    current = scope.tx.get_run(run.id)
-    if current is None or current.status != Status.RUNNING:
-        status = current.status.value if current else "deleted"
+    current = scope.tx.get_run_status(run.id)
+    if current != Status.RUNNING:
+        status = current.value if current else "deleted"
         return ghost(f"Run {run.id} is {status}, expected RUNNING — ghost job discarded")
     stage = node.stage
     row = scope.tx.upsert_stage(
@@ -212,9 +212,9 @@ class _Execution:
         return outcome
 
     def _lost_ownership(self, scope: Scope) -> str | None:
-        run = scope.tx.get_run(self.run_record.id)
-        if run is None or run.status != Status.RUNNING:
-            status = run.status.value if run else "deleted"
+        run_status = scope.tx.get_run_status(self.run_record.id)
+        if run_status != Status.RUNNING:
+            status = run_status.value if run_status else "deleted"
             return f"Run {self.run_record.id} is {status}, expected RUNNING — ghost job discarded"
         current = scope.tx.get_stage_by_id(self.row.id)
         if current is None or current.status != Status.RUNNING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from workflow_engine.definitions.config import describe_validation_error
-from workflow_engine.errors import InvalidInputError
+from workflow_engine.errors import InvalidConfigError, InvalidInputError
 from workflow_engine.kernel.commands import RunCreate, RunCreateResult
 from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope
 from workflow_engine.records import NewRun
@@ -24,7 +24,10 @@ def handle_run_create(
         ) from None
     workflow_input = parsed.model_dump(mode="json", by_alias=True)
     if command.config is not None:
-        runtime.check_payload("The workflow config", command.config)
+        try:
+            runtime.check_payload("The workflow config", command.config)
+        except InvalidInputError as exc:
+            raise InvalidConfigError({"(config)": [str(exc)]}) from None
     config = workflow.validate_config(command.config)
 
     def create(scope: Scope) -> RunCreateResult:

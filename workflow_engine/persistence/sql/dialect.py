@@ -36,6 +36,7 @@ __all__ = [
     "create_sqlite_engine",
     "current_transaction",
     "is_postgres",
+    "join_transaction",
     "same_database",
     "transaction",
 ]
@@ -215,6 +216,36 @@ def transaction(engine: Engine) -> Iterator[Transaction]:
         finally:
             del _active()[key]
     tx.run_callbacks()
+
+
+@contextmanager
+def join_transaction(engine: Engine, connection: Connection) -> Iterator[Transaction]:
+    """Make ``connection``, in a transaction someone else owns, this thread's transaction on
+    ``engine``'s database for the block.
+
+    The adapters then write and read on ``connection`` and never commit or roll it back; the
+    ``after_commit`` callbacks collect on the yielded :class:`Transaction`, for the owner to
+    run once its transaction commits. Raises ``ValueError`` if ``connection`` is on another
+    database, or if this thread already has another open transaction on it.
+    """
+    if not same_database(engine, connection.engine):
+        raise ValueError(
+            f"cannot join a transaction on {connection.engine.url!r}: the engine's tables live "
+            f"in {engine.url!r}"
+        )
+    key = _database_key(engine)
+    current = _active().get(key)
+    if current is not None:
+        if current.connection is not connection:
+            raise ValueError("this thread already has another transaction open on the database")
+        yield current
+        return
+    tx = Transaction(connection)
+    _active()[key] = tx
+    try:
+        yield tx
+    finally:
+        del _active()[key]
 
 
 class ConnectionSource:

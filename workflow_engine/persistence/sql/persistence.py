@@ -14,7 +14,6 @@ from workflow_engine.errors import RecordNotFoundError, StaleVersionError
 from workflow_engine.persistence.sql import queries
 from workflow_engine.persistence.sql.dialect import (
     ConnectionSource,
-    Transaction,
     current_transaction,
     transaction,
 )
@@ -74,9 +73,11 @@ class SqlPersistence:
     Every timestamp written comes from ``clock``. JSON values above ``max_json_bytes`` are
     refused with :class:`~workflow_engine.errors.PayloadTooLargeError`.
 
-    Outside :meth:`with_transaction` each method is its own short transaction; inside, the
-    persistence passed to ``fn`` is bound to the transaction's connection (see
-    :attr:`connection`), and so is any call this thread makes on the same database.
+    Outside :meth:`with_transaction` each method is its own short transaction. A transaction
+    belongs to the thread that opened it: while it is open, every call that thread makes on
+    the same database, through this or any other adapter instance, runs in it (see
+    :attr:`connection`). So ``fn`` simply gets this persistence back, as with the in-memory
+    adapter.
     """
 
     def __init__(
@@ -99,28 +100,24 @@ class SqlPersistence:
 
     @property
     def connection(self) -> Connection | None:
-        """The connection of the transaction this persistence is bound to (``None``: unbound)."""
-        return self._db.tx.connection if self._db.tx is not None else None
+        """The connection of this thread's open transaction on the database (``None``: none).
 
-    def _bound(self, tx: Transaction) -> SqlPersistence:
-        bound = SqlPersistence.__new__(SqlPersistence)
-        bound.clock, bound.max_json_bytes = self.clock, self.max_json_bytes
-        bound._db = ConnectionSource(self._db.engine, tx)
-        bound._dialect = self._dialect
-        return bound
+        :class:`SqlJobQueue` writes its rows on it when handed this persistence as ``tx=``.
+        """
+        return self._db.joined()
 
     def with_transaction(self, fn: Callable[[Persistence], T]) -> T:
-        """Run ``fn`` in one transaction (joining this thread's open one on the database).
+        """Run ``fn(self)`` in one transaction (joining this thread's open one on the database).
 
-        ``fn`` gets a persistence bound to the transaction. On an exception everything rolls
-        back and the ``after_commit`` callbacks are dropped; after the commit they run.
+        On an exception everything rolls back and the ``after_commit`` callbacks are dropped;
+        after the commit they run, in order.
         """
-        with transaction(self._db.engine) as tx:
-            return fn(self if self._db.tx is tx else self._bound(tx))
+        with transaction(self._db.engine):
+            return fn(self)
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once the current transaction commits (at once outside one)."""
-        tx = self._db.tx or current_transaction(self._db.engine)
+        tx = current_transaction(self._db.engine)
         if tx is None:
             callback()
         else:

@@ -13,8 +13,14 @@ override it to share one clock with your adapter. The suites call only the port'
 
 from __future__ import annotations
 
+from workflow_engine.testing.conformance.ai_call_logger import AICallLoggerConformance
 from workflow_engine.testing.conformance.blob_store import BlobStoreConformance
 from workflow_engine.testing.conformance.job_transport import JobTransportConformance
 from workflow_engine.testing.conformance.persistence import PersistenceConformance
 
-__all__ = ["BlobStoreConformance", "JobTransportConformance", "PersistenceConformance"]
+__all__ = [
+    "AICallLoggerConformance",
+    "BlobStoreConformance",
+    "JobTransportConformance",
+    "PersistenceConformance",
+]

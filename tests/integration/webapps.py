@@ -1,0 +1,109 @@
+"""Shared by the client, Flask, Django and CLI integration tests: a migrated Postgres database,
+a Redis database of the test's own, a real ``celery worker`` process, and message counting.
+
+Import the fixtures into a test module (``from tests.integration.webapps import ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from tests.e2e.harness import REPO_ROOT, Process, clean_environment, redis_database, wait_until
+from workflow_engine.celery.publisher import CLAIM_PENDING
+from workflow_engine.persistence.sql import upgrade
+
+APP = "workflow_engine.celery.default_app"
+T = TypeVar("T")
+
+
+@pytest.fixture
+def engine_db(pg_engine: Engine) -> str:
+    """URL of a fresh Postgres database with the engine's schema; dropped after the test."""
+    upgrade(pg_engine)
+    return pg_engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def broker_url(redis_url: str) -> Iterator[str]:
+    """A Redis database held by this test alone, flushed before and after."""
+    with redis_database(redis_url) as url:
+        yield url
+
+
+def engine_env(database_url: str, broker_url: str, **settings: Any) -> dict[str, str]:
+    """A clean environment with the engine's settings (no ambient WORKFLOW_ENGINE_*)."""
+    env = clean_environment()
+    env["WORKFLOW_ENGINE_DATABASE_URL"] = database_url
+    env["WORKFLOW_ENGINE_BROKER_URL"] = broker_url
+    for key, value in settings.items():
+        env[f"WORKFLOW_ENGINE_{key.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@contextmanager
+def celery_worker(
+    database_url: str, broker_url: str, workdir: Path, **settings: Any
+) -> Iterator[Process]:
+    """A real ``celery worker`` on the database and broker, ready when the block starts."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-m", "celery", "-A", APP, "worker", "-c", "2",
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+        "-n", f"web-{uuid.uuid4().hex[:6]}@%h",
+    ]  # fmt: skip
+    env = engine_env(database_url, broker_url, tick_interval_seconds=1, **settings)
+    process = Process("worker", argv, env=env, log=workdir / "worker.log", cwd=workdir)
+    try:
+
+        def ready() -> bool:
+            if not process.alive():
+                raise AssertionError(f"the worker exited early\n{process.tail()}")
+            return " ready." in process.log()
+
+        wait_until(ready, timeout=60, what="the celery worker to be ready", diagnose=process.tail)
+        yield process
+    finally:
+        process.stop(timeout=5)
+
+
+def poll(condition: Callable[[], T], *, timeout: float, what: str) -> T:
+    """Poll until ``condition`` returns something truthy; fail at the deadline."""
+    return wait_until(condition, timeout=timeout, what=what, interval=0.05)
+
+
+def queued_tasks(broker_url: str, queue: str) -> list[str]:
+    """Names of the tasks waiting in ``queue`` (every priority sub-queue) on Redis."""
+    client = redis.Redis.from_url(broker_url)
+    try:
+        names = []
+        for key in client.scan_iter(match=f"{queue}*"):
+            if client.type(key) != b"list":
+                continue
+            for raw in client.lrange(key, 0, -1):
+                names.append(json.loads(raw)["headers"]["task"])
+        return names
+    finally:
+        client.close()
+
+
+def claim_wakeups(broker_url: str, queue: str) -> int:
+    """How many run wake-ups (``claim_pending`` messages) wait in ``queue``."""
+    return sum(name == CLAIM_PENDING for name in queued_tasks(broker_url, queue))
+
+
+def count_rows(engine: Engine, table: str) -> int:
+    """Rows in one of the engine's tables."""
+    with engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
