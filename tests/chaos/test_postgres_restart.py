@@ -15,7 +15,6 @@ pytestmark = pytest.mark.chaos
 
 RUNS = 40
 CONCURRENCY = 2
-DB_ERRORS = ("OperationalError", "connection", "terminating")
 
 
 def test_postgres_restarted_mid_run_every_run_completes_and_no_worker_is_wedged(
@@ -39,13 +38,19 @@ def test_postgres_restarted_mid_run_every_run_completes_and_no_worker_is_wedged(
     postgres_server.stop("fast")  # every connection is cut
     stopped = time.monotonic()
     try:
-        # Down until a worker has felt it (a failed query), so the outage hits work in flight.
+        # Down until a job and a maintenance tick have both failed on it, so the outage hits
+        # work in flight and the safety net too.
+        def felt(*markers: str) -> bool:
+            return any(
+                all(marker in line for marker in markers)
+                for w in workers
+                for line in w.log()[before[w.name] :].splitlines()
+            )
+
         wait_until(
-            lambda: any(
-                any(marker in w.log()[before[w.name]:] for marker in DB_ERRORS) for w in workers
-            ),
+            lambda: felt("execute_job", "OperationalError") and felt("maintenance", "rror"),
             timeout=20,
-            what="a worker to hit the outage",
+            what="a job and a tick to hit the outage",
             diagnose=cluster.logs,
         )
     finally:

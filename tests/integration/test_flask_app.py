@@ -6,7 +6,6 @@ cancelled, and a request whose transaction rolls back leaves no run and sends no
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,25 +14,19 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from examples.flask_app.app import create_app
-from tests.e2e.harness import Process
 from tests.integration.webapps import (
+    Stack,
     broker_url,
-    celery_worker,
     claim_wakeups,
     count_rows,
     engine_db,
     poll,
+    stack,
 )
 
-__all__ = ["broker_url", "engine_db"]  # fixtures
+__all__ = ["broker_url", "engine_db", "stack"]  # fixtures
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-@pytest.fixture
-def worker(engine_db: str, broker_url: str, tmp_path: Path) -> Iterator[Process]:
-    with celery_worker(engine_db, broker_url, tmp_path / "worker") as process:
-        yield process
 
 
 def make_app(engine_db: str, broker_url: str, **config: Any) -> Iterator[Flask]:
@@ -54,8 +47,9 @@ def make_app(engine_db: str, broker_url: str, **config: Any) -> Iterator[Flask]:
 
 
 @pytest.fixture
-def app(engine_db: str, broker_url: str) -> Iterator[Flask]:
-    yield from make_app(engine_db, broker_url)
+def app(stack: Stack) -> Iterator[Flask]:
+    """The example app on the module's database, broker and worker."""
+    yield from make_app(stack.database_url, stack.broker_url)
 
 
 @pytest.fixture
@@ -71,7 +65,7 @@ def wait_for_status(http: FlaskClient, run_id: str, *statuses: str) -> dict[str,
     return poll(reached, timeout=30, what=f"run {run_id} to be {' or '.join(statuses)}")
 
 
-def test_a_run_started_over_http_completes(http: FlaskClient, worker: Process) -> None:
+def test_a_run_started_over_http_completes(http: FlaskClient) -> None:
     response = http.post("/runs", json={"workflow": "noop-chain", "input": {"n": 1}})
     assert response.status_code == 201, response.get_json()
     run_id = response.get_json()["id"]
@@ -84,7 +78,7 @@ def test_a_run_started_over_http_completes(http: FlaskClient, worker: Process) -
     assert all(stage["status"] == "COMPLETED" for stage in run["stages"])
 
 
-def test_a_run_is_cancelled_over_http(http: FlaskClient, worker: Process) -> None:
+def test_a_run_is_cancelled_over_http(http: FlaskClient) -> None:
     response = http.post(
         "/runs",
         json={

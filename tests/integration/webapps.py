@@ -7,16 +7,21 @@ Import the fixtures into a test module (``from tests.integration.webapps import 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 import redis
-from sqlalchemy import Engine, text
+from psycopg import sql
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
 from tests.e2e.harness import REPO_ROOT, Process, clean_environment, redis_database, wait_until
 from workflow_engine.celery.publisher import CLAIM_PENDING
@@ -40,30 +45,95 @@ def broker_url(redis_url: str) -> Iterator[str]:
         yield url
 
 
-def engine_env(database_url: str, broker_url: str, **settings: Any) -> dict[str, str]:
+@contextmanager
+def fresh_database(server_url: str, *, migrate: bool = True) -> Iterator[str]:
+    """A new database on the test server (migrated unless told otherwise); dropped after."""
+    url = make_url(server_url)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    name = f"wfe_web_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database_url = url.set(drivername="postgresql+psycopg", database=name)
+    try:
+        if migrate:
+            engine = create_engine(database_url)
+            try:
+                upgrade(engine)
+            finally:
+                engine.dispose()
+        yield database_url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@dataclass
+class Stack:
+    """A migrated database, a Redis database and a celery worker on both."""
+
+    database_url: str
+    broker_url: str
+    worker: Process
+
+    def engine(self) -> Engine:
+        return create_engine(self.database_url)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """One :class:`Stack` for a whole test module (a worker takes seconds to start)."""
+    workdir = tmp_path_factory.mktemp("worker")
+    with (
+        fresh_database(database_url) as db,
+        redis_database(redis_url) as broker,
+        celery_worker(db, broker, workdir) as worker,
+    ):
+        yield Stack(db, broker, worker)
+
+
+def engine_env(
+    database_url: str, broker_url: str, *, pythonpath: tuple[Path, ...] = (), **settings: Any
+) -> dict[str, str]:
     """A clean environment with the engine's settings (no ambient WORKFLOW_ENGINE_*)."""
     env = clean_environment()
     env["WORKFLOW_ENGINE_DATABASE_URL"] = database_url
     env["WORKFLOW_ENGINE_BROKER_URL"] = broker_url
     for key, value in settings.items():
         env[f"WORKFLOW_ENGINE_{key.upper()}"] = str(value)
-    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["PYTHONPATH"] = os.pathsep.join(str(path) for path in (REPO_ROOT, *pythonpath))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
 @contextmanager
 def celery_worker(
-    database_url: str, broker_url: str, workdir: Path, **settings: Any
+    database_url: str,
+    broker_url: str,
+    workdir: Path,
+    *,
+    pythonpath: tuple[Path, ...] = (),
+    **settings: Any,
 ) -> Iterator[Process]:
-    """A real ``celery worker`` on the database and broker, ready when the block starts."""
+    """A real ``celery worker`` on the database and broker, ready when the block starts.
+
+    It inherits this process's environment (but no ``WORKFLOW_ENGINE_*``/``CELERY_*``
+    setting of it); ``pythonpath`` adds folders to import from (a Django project's, say).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable, "-m", "celery", "-A", APP, "worker", "-c", "2",
         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
         "-n", f"web-{uuid.uuid4().hex[:6]}@%h",
     ]  # fmt: skip
-    env = engine_env(database_url, broker_url, tick_interval_seconds=1, **settings)
+    env = engine_env(
+        database_url, broker_url, pythonpath=pythonpath, tick_interval_seconds=1, **settings
+    )
     process = Process("worker", argv, env=env, log=workdir / "worker.log", cwd=workdir)
     try:
 

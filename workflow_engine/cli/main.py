@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -15,7 +16,9 @@ from workflow_engine.settings import EngineSettings
 
 
 class EngineGroup(click.Group):
-    """Turns the engine's typed errors into a one-line message and exit code 1."""
+    """Turns the engine's typed errors, and a database that is missing or not migrated, into a
+    one-line message and exit code 1.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -24,6 +27,27 @@ class EngineGroup(click.Group):
             raise click.ClickException(str(error)) from error
         except TimeoutError as error:
             raise click.ClickException(str(error)) from error
+        except Exception as error:
+            message = database_problem(error, ctx.find_object(EngineSettings))
+            if message is None:
+                raise
+            raise click.ClickException(message) from error
+
+
+def database_problem(error: Exception, settings: EngineSettings | None) -> str | None:
+    """A one-line explanation of a database error a user can fix, or ``None``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    url = settings.database_url if settings is not None else "the database"
+    with contextlib.suppress(Exception):
+        url = make_url(url).render_as_string(hide_password=True)
+    if isinstance(error, ProgrammingError) and "does not exist" in str(error.orig):
+        return f"the engine's tables are missing in {url}: run `workflow-engine db upgrade`"
+    if isinstance(error, OperationalError):
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        return f"cannot use the database {url}: {reason}"
+    return None
 
 
 def _client(ctx: click.Context) -> Any:
@@ -39,12 +63,20 @@ def _json_option(fn: Any) -> Any:
 
 @click.group(cls=EngineGroup)
 @click.option("--database-url", envvar="WORKFLOW_ENGINE_DATABASE_URL", help="State database.")
+@click.option(
+    "--broker-url", envvar="WORKFLOW_ENGINE_BROKER_URL", help="Celery broker that wakes workers."
+)
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None) -> None:
-    """Durable multi-stage workflows on Celery: manage the schema, runs and workers."""
+def cli(ctx: click.Context, database_url: str | None, broker_url: str | None) -> None:
+    """Durable multi-stage workflows on Celery: manage the schema, runs and workers.
+
+    Settings come from WORKFLOW_ENGINE_* environment variables (the options override them).
+    """
     settings = EngineSettings.from_env()
-    if database_url:
-        settings = settings.model_copy(update={"database_url": database_url})
+    overrides = {"database_url": database_url, "broker_url": broker_url}
+    updates = {key: value for key, value in overrides.items() if value}
+    if updates:
+        settings = EngineSettings(**{**settings.model_dump(), **updates})
     ctx.obj = settings
 
 

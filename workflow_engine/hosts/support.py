@@ -159,8 +159,13 @@ def execute_job(
         return JobOutcome(outcome="failed", error=message)
 
     if result.outcome == "completed":
+        # Transition first, then close the job row: if the transition fails (the database went
+        # away), the job keeps its lease, so the reaper hands it back and the retry (which finds
+        # the stage completed and does not run it again) transitions the run. Closing the row
+        # first would leave the run waiting for the stuck-run reaper (minutes).
+        if not transition(kernel, job.workflow_run_id):
+            return JobOutcome(outcome="failed", error="run.transition failed")
         job_transport.complete(job.id, lease_token=job.lease_token)
-        transition(kernel, job.workflow_run_id)
         return JobOutcome(outcome="completed")
     if result.outcome == "suspended":
         next_poll_at = result.next_poll_at or kernel.runtime.now() + timedelta(seconds=60)
@@ -174,12 +179,15 @@ def execute_job(
     return JobOutcome(outcome="failed", error=error)
 
 
-def transition(kernel: Kernel, workflow_run_id: str) -> None:
-    """Dispatch ``run.transition``; a failure is logged (the stuck-run reaper retries it)."""
+def transition(kernel: Kernel, workflow_run_id: str) -> bool:
+    """Dispatch ``run.transition``; a failure is logged and ``False`` returned (the stuck-run
+    reaper retries it)."""
     try:
         kernel.dispatch(RunTransition(workflow_run_id=workflow_run_id))
     except Exception:
         logger.exception("run.transition for %s failed", workflow_run_id)
+        return False
+    return True
 
 
 def job_from_message(

@@ -1,4 +1,4 @@
-"""Cheap copies and validated updates of the frozen record models the in-memory adapters store.
+"""Cheap copies, builds and validated updates of the frozen records the in-memory adapters store.
 
 A stored record is immutable except for the dicts and lists held by its JSON fields, so a copy
 handed to a caller needs fresh containers only there; everything else is shared.
@@ -7,7 +7,7 @@ handed to a caller needs fresh containers only there; everything else is shared.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import Enum
 from functools import cache
@@ -15,12 +15,14 @@ from types import NoneType, UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
+from pydantic_core import PydanticUndefined
 
 from workflow_engine.testing.memory_blobs import clone_stored_json
 
 M = TypeVar("M", bound=BaseModel)
 
 _IMMUTABLE_TYPES = (str, int, float, bool, datetime, NoneType, Enum)
+_set = object.__setattr__
 
 
 def _is_immutable(annotation: Any) -> bool:
@@ -58,20 +60,14 @@ def mutable_fields(model: type[BaseModel]) -> tuple[str, ...]:
     return names
 
 
-_set = object.__setattr__
-_CONTAINERS = frozenset({dict, list})
-
-
-def _with_values(record: M, values: dict[str, Any]) -> M:
-    """A shallow copy of ``record`` whose field values are ``values`` (what ``__copy__`` does,
-    without its generic overhead)."""
-    cls = type(record)
-    copied = cls.__new__(cls)
-    _set(copied, "__dict__", values)
-    _set(copied, "__pydantic_extra__", record.__pydantic_extra__)
-    _set(copied, "__pydantic_fields_set__", set(record.__pydantic_fields_set__))
-    _set(copied, "__pydantic_private__", record.__pydantic_private__)
-    return copied
+def _new_instance(cls: type[M], values: dict[str, Any], fields_set: set[str]) -> M:
+    """An instance of the (extra-forbidding, private-less) record ``cls`` holding ``values``."""
+    instance = cls.__new__(cls)
+    _set(instance, "__dict__", values)
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_fields_set__", fields_set)
+    _set(instance, "__pydantic_private__", None)
+    return instance
 
 
 def copy_record(record: M) -> M:
@@ -82,27 +78,55 @@ def copy_record(record: M) -> M:
     names = _MUTABLE_FIELDS.get(cls)
     for name in mutable_fields(cls) if names is None else names:
         value = values[name]
-        if type(value) in _CONTAINERS:
+        kind = type(value)
+        if kind is dict or kind is list:
             if fresh is None:
                 fresh = values.copy()
             fresh[name] = clone_stored_json(value)
     if fresh is None:
         return record
-    copied = cls.__new__(cls)
-    _set(copied, "__dict__", fresh)
-    _set(copied, "__pydantic_extra__", record.__pydantic_extra__)
-    _set(copied, "__pydantic_fields_set__", set(record.__pydantic_fields_set__))
-    _set(copied, "__pydantic_private__", record.__pydantic_private__)
-    return copied
+    return _new_instance(cls, fresh, set(record.__pydantic_fields_set__))
 
 
 def replace_fields(record: M, changes: Mapping[str, Any]) -> M:
     """``record.model_copy(update=changes)``, without its generic overhead (no validation)."""
     values = record.__dict__.copy()
     values.update(changes)
-    copied = _with_values(record, values)
-    copied.__pydantic_fields_set__.update(changes)
-    return copied
+    fields_set = set(record.__pydantic_fields_set__)
+    fields_set.update(changes)
+    return _new_instance(type(record), values, fields_set)
+
+
+@cache
+def _defaults(model: type[BaseModel]) -> tuple[tuple[str, Any, Callable[[], Any] | None], ...]:
+    """``(name, default, default factory)`` of each field of ``model``."""
+    specs = []
+    for name, info in model.__pydantic_fields__.items():
+        factory = info.default_factory
+        if factory is None and info.default is PydanticUndefined:
+            specs.append((name, PydanticUndefined, None))
+        else:
+            specs.append((name, info.default, factory))  # type: ignore[arg-type]
+    return tuple(specs)
+
+
+def build_record(model: type[M], values: dict[str, Any]) -> M:
+    """``model(**values)`` for values already of their fields' validated types (as taken from
+    another validated record, the clock or :func:`json_clone`), without validating them again.
+    """
+    if not field_names(model).issuperset(values):
+        return model(**values)  # let pydantic report the unknown field
+    full: dict[str, Any] = {}
+    for name, default, factory in _defaults(model):
+        if name in values:
+            full[name] = values[name]
+        elif factory is not None:
+            full[name] = factory()
+        elif default is PydanticUndefined:
+            return model(**values)  # let pydantic report the missing field
+        else:
+            full[name] = default
+    return _new_instance(model, full, set(values))
 
 
 _ANY: frozenset[type] = frozenset({object})  # marks a field that takes any value as it is
@@ -112,7 +136,7 @@ class _FieldCheck:
     """Validates values for one field; values of ``exact`` types pass as they are."""
 
     def __init__(self, model: type[BaseModel], name: str) -> None:
-        info = model.model_fields[name]
+        info = model.__pydantic_fields__[name]
         annotation = info.annotation
         self.adapter: TypeAdapter[Any] = TypeAdapter(
             Annotated[annotation, *info.metadata] if info.metadata else annotation
@@ -150,6 +174,6 @@ def validated_update(record: M, changes: Mapping[str, Any]) -> M:
     values = record.__dict__.copy()
     for name, value in changes.items():
         values[name] = _field_check(model, name).validate(value)
-    copied = _with_values(record, values)
-    copied.__pydantic_fields_set__.update(changes)
-    return copied
+    fields_set = set(record.__pydantic_fields_set__)
+    fields_set.update(changes)
+    return _new_instance(model, values, fields_set)

@@ -38,6 +38,7 @@ from workflow_engine.records import (
 )
 from workflow_engine.status import Status
 from workflow_engine.testing._records import (
+    build_record,
     copy_record,
     field_names,
     new_id,
@@ -231,11 +232,12 @@ class _Table(Generic[K, V]):
         return self._order[key], self.rows[key]
 
     def put(self, key: K, value: V) -> None:
-        old = self.rows.get(key)
+        rows = self.rows
+        old = rows.get(key)
         if old is None:
             self._counter += 1
             self._order[key] = self._counter
-        self.rows[key] = value
+        rows[key] = value
         if self._on_change is not None:
             self._on_change(key, old, value, self._order[key])
 
@@ -294,6 +296,8 @@ def _run_callbacks(callbacks: Iterable[Callable[[], object]]) -> None:
 
 
 def _check_changes(model: type[BaseModel], changes: Mapping[str, Any]) -> None:
+    if field_names(model).issuperset(changes) and _MANAGED_FIELDS.isdisjoint(changes):
+        return
     unknown = sorted(set(changes) - field_names(model))
     if unknown:
         raise ValueError(f"{model.__name__} has no field(s) {', '.join(unknown)}")
@@ -382,6 +386,9 @@ class InMemoryWorkflowPersistence:
     def _run_changed(
         self, key: str, old: WorkflowRunRecord | None, new: WorkflowRunRecord | None, order: int
     ) -> None:
+        if old is not None and new is not None:
+            if old.status == new.status and old.priority == new.priority:
+                return  # nothing indexed changed (created_at never does)
         self._runs_by_status.move(key, old and old.status, new and new.status)
         self._pending_runs.changed(key, old, new, order)
 
@@ -392,6 +399,9 @@ class InMemoryWorkflowPersistence:
         new: WorkflowStageRecord | None,
         order: int,
     ) -> None:
+        if old is not None and new is not None:
+            if old.status == new.status and old.workflow_run_id == new.workflow_run_id:
+                return  # nothing indexed changed
         self._stages_by_run.move(key, old and old.workflow_run_id, new and new.workflow_run_id)
         self._stages_by_status.move(key, old and old.status, new and new.status)
 
@@ -404,6 +414,15 @@ class InMemoryWorkflowPersistence:
     def _event_changed(
         self, key: str, old: OutboxEventRecord | None, new: OutboxEventRecord | None, order: int
     ) -> None:
+        if (
+            old is not None
+            and new is not None
+            and old.published_at == new.published_at
+            and old.dlq_at == new.dlq_at
+            and old.workflow_run_id == new.workflow_run_id
+            and old.sequence == new.sequence
+        ):
+            return  # only a claim, retry count or plugin delivery changed: nothing indexed
         self._outbox_by_run.move(key, old and old.workflow_run_id, new and new.workflow_run_id)
         self._outbox_pending.changed(key, old, new, order)
         self._outbox_published.changed(key, old, new, order)
@@ -430,7 +449,9 @@ class InMemoryWorkflowPersistence:
             tx.undo.append((table, key, table.snapshot(key)))
 
     def _put(self, table: _Table[K, V], key: K, value: V) -> None:
-        self._journal(table, key)
+        tx: _Transaction | None = getattr(self._local, "tx", None)
+        if tx is not None:
+            tx.undo.append((table, key, table.snapshot(key)))
         table.put(key, value)
 
     def _remove(self, table: _Table[K, V], key: K) -> None:
@@ -481,9 +502,8 @@ class InMemoryWorkflowPersistence:
             fields = data.model_dump(exclude={"id"})
             for name in _RUN_JSON_FIELDS & set(fields):
                 fields[name] = json_clone(fields[name])
-            run = WorkflowRunRecord(
-                id=data.id or _new_id(), created_at=now, updated_at=now, **fields
-            )
+            fields.update(id=data.id or _new_id(), created_at=now, updated_at=now)
+            run = build_record(WorkflowRunRecord, fields)
             self._put(self._runs, run.id, run)
             return _copy(run)
 
@@ -499,7 +519,7 @@ class InMemoryWorkflowPersistence:
         changes = {**(data or {}), **fields}
         _check_changes(WorkflowRunRecord, changes)
         with self._lock:
-            run = self._runs.get(run_id)
+            run = self._runs.rows.get(run_id)
             if run is None:
                 raise RecordNotFoundError(f"WorkflowRun {run_id} not found")
             if expected_version is not None and run.version != expected_version:
@@ -511,13 +531,13 @@ class InMemoryWorkflowPersistence:
     def get_run(self, run_id: str) -> WorkflowRunRecord | None:
         """The run, or ``None``."""
         with self._lock:
-            run = self._runs.get(run_id)
+            run = self._runs.rows.get(run_id)
             return _copy(run) if run is not None else None
 
     def get_run_status(self, run_id: str) -> Status | None:
         """The run's status, or ``None`` if there is no such run."""
         with self._lock:
-            run = self._runs.get(run_id)
+            run = self._runs.rows.get(run_id)
             return run.status if run is not None else None
 
     def list_runs(
@@ -580,12 +600,14 @@ class InMemoryWorkflowPersistence:
         """Insert a stage at version 1; ``(workflow_run_id, stage_id)`` must be new."""
         with self._lock:
             key = (data.workflow_run_id, data.stage_id)
-            if self._stage_keys.get(key) is not None:
+            if self._stage_keys.rows.get(key) is not None:
                 raise ValueError(f"Stage {data.stage_id} already exists in run {key[0]}")
             now = self.clock.now()
-            fields = data.model_dump()
-            fields["config"] = json_clone(fields["config"])
-            stage = WorkflowStageRecord(id=_new_id(), created_at=now, updated_at=now, **fields)
+            fields = dict(data.__dict__)  # a validated NewStage: its values need no second check
+            fields.update(
+                config=json_clone(fields["config"]), id=_new_id(), created_at=now, updated_at=now
+            )
+            stage = build_record(WorkflowStageRecord, fields)
             self._put(self._stages, stage.id, stage)
             self._put(self._stage_keys, key, stage.id)
             return _copy(stage)
@@ -602,7 +624,7 @@ class InMemoryWorkflowPersistence:
         if (create.workflow_run_id, create.stage_id) != (workflow_run_id, stage_id):
             raise ValueError("upsert_stage: `create` names a different run or stage")
         with self._lock:
-            stage_record_id = self._stage_keys.get((workflow_run_id, stage_id))
+            stage_record_id = self._stage_keys.rows.get((workflow_run_id, stage_id))
             if stage_record_id is None:
                 return self.create_stage(create)
             if not update:
@@ -633,7 +655,7 @@ class InMemoryWorkflowPersistence:
             return _copy(updated)
 
     def _require_stage(self, stage_record_id: str) -> WorkflowStageRecord:
-        stage = self._stages.get(stage_record_id)
+        stage = self._stages.rows.get(stage_record_id)
         if stage is None:
             raise RecordNotFoundError(f"WorkflowStage {stage_record_id} not found")
         return stage
@@ -641,7 +663,7 @@ class InMemoryWorkflowPersistence:
     def get_stage(self, workflow_run_id: str, stage_id: str) -> WorkflowStageRecord | None:
         """The stage of this run with this stage id, or ``None``."""
         with self._lock:
-            stage_record_id = self._stage_keys.get((workflow_run_id, stage_id))
+            stage_record_id = self._stage_keys.rows.get((workflow_run_id, stage_id))
             if stage_record_id is None:
                 return None
             return self.get_stage_by_id(stage_record_id)
@@ -649,7 +671,7 @@ class InMemoryWorkflowPersistence:
     def get_stage_by_id(self, stage_record_id: str) -> WorkflowStageRecord | None:
         """The stage row with this id, or ``None``."""
         with self._lock:
-            stage = self._stages.get(stage_record_id)
+            stage = self._stages.rows.get(stage_record_id)
             return _copy(stage) if stage is not None else None
 
     def get_stages_by_run(
@@ -687,7 +709,7 @@ class InMemoryWorkflowPersistence:
     def delete_stage(self, stage_record_id: str) -> None:
         """Delete the stage and its logs (no error if it is absent)."""
         with self._lock:
-            stage = self._stages.get(stage_record_id)
+            stage = self._stages.rows.get(stage_record_id)
             if stage is None:
                 return
             for log in self._logs.in_order(self._logs_by_stage.keys(stage_record_id)):
@@ -733,17 +755,20 @@ class InMemoryWorkflowPersistence:
             return [_copy(self._append_outbox_event(event)) for event in events]
 
     def _append_outbox_event(self, event: NewOutboxEvent) -> OutboxEventRecord:
-        sequence = (self._sequences.get(event.workflow_run_id) or 0) + 1
+        sequence = (self._sequences.rows.get(event.workflow_run_id) or 0) + 1
         self._put(self._sequences, event.workflow_run_id, sequence)
-        record = OutboxEventRecord(
-            id=_new_id(),
-            created_at=self.clock.now(),
-            workflow_run_id=event.workflow_run_id,
-            sequence=sequence,
-            event_type=event.event_type,
-            payload=json_clone(event.payload),
-            causation_id=event.causation_id,
-            occurred_at=event.occurred_at,
+        record = build_record(
+            OutboxEventRecord,
+            {
+                "id": _new_id(),
+                "created_at": self.clock.now(),
+                "workflow_run_id": event.workflow_run_id,
+                "sequence": sequence,
+                "event_type": event.event_type,
+                "payload": json_clone(event.payload),
+                "causation_id": event.causation_id,
+                "occurred_at": event.occurred_at,
+            },
         )
         self._put(self._outbox, record.id, record)
         return record
@@ -760,7 +785,7 @@ class InMemoryWorkflowPersistence:
         return updated
 
     def _require_event(self, event_id: str) -> OutboxEventRecord:
-        event = self._outbox.get(event_id)
+        event = self._outbox.rows.get(event_id)
         if event is None:
             raise RecordNotFoundError(f"OutboxEvent {event_id} not found")
         return event
@@ -799,7 +824,7 @@ class InMemoryWorkflowPersistence:
         """Drop the claims on these events so the next flush can take them at once."""
         with self._lock:
             for event_id in event_ids:
-                event = self._outbox.get(event_id)
+                event = self._outbox.rows.get(event_id)
                 if event is not None:
                     self._set_event(event, claimed_until=None)
 
@@ -808,7 +833,7 @@ class InMemoryWorkflowPersistence:
         with self._lock:
             now = self.clock.now()
             for event_id in event_ids:
-                event = self._outbox.get(event_id)
+                event = self._outbox.rows.get(event_id)
                 if event is not None:
                     self._set_event(event, published_at=now, claimed_until=None)
 
@@ -876,7 +901,7 @@ class InMemoryWorkflowPersistence:
         A marker at least ``stale_in_progress_after_ms`` old is reclaimed (``None``: never).
         """
         with self._lock:
-            row = self._idempotency.get((key, command_type))
+            row = self._idempotency.rows.get((key, command_type))
             if row is not None and row.completed:
                 return IdempotencyAcquire(status="replay", result=json_clone(row.result))
             if row is not None and not _is_stale(row, now, stale_in_progress_after_ms):
@@ -887,7 +912,7 @@ class InMemoryWorkflowPersistence:
     def complete_idempotency_key(self, key: str, command_type: str, result: Any) -> None:
         """Store the command's JSON result under the key."""
         with self._lock:
-            row = self._idempotency.get((key, command_type))
+            row = self._idempotency.rows.get((key, command_type))
             created_at = row.created_at if row is not None else self.clock.now()
             completed = _IdempotencyRow(
                 created_at=created_at, completed=True, result=json_clone(result)
@@ -897,7 +922,7 @@ class InMemoryWorkflowPersistence:
     def release_idempotency_key(self, key: str, command_type: str) -> None:
         """Forget the key (the command failed; a retry may run it again)."""
         with self._lock:
-            if self._idempotency.get((key, command_type)) is not None:
+            if self._idempotency.rows.get((key, command_type)) is not None:
                 self._remove(self._idempotency, (key, command_type))
 
     def delete_idempotency_keys(self, before: datetime) -> int:

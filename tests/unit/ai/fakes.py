@@ -19,6 +19,8 @@ from werkzeug import Request, Response
 
 Answer = Callable[[dict[str, Any]], str]
 
+_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
+
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(data), status=status, headers=headers, mimetype="application/json")
@@ -212,7 +214,11 @@ class FakeOpenAI(FakeAPI):
                 error = {"code": "invalid_request", "message": f"{custom_id} was rejected"}
                 errors.append({"id": "r", "custom_id": custom_id, "response": None, "error": error})
                 continue
-            response = {"status_code": 200, "request_id": "req", "body": self.completion(line["body"])}
+            response = {
+                "status_code": 200,
+                "request_id": "req",
+                "body": self.completion(line["body"]),
+            }
             out.append({"id": "r", "custom_id": custom_id, "response": response, "error": None})
         batch = self.batches[batch_id]
         batch["status"] = "completed"
@@ -340,7 +346,9 @@ class FakeAnthropic(FakeAPI):
                     "type": "error",
                     "error": {"type": "invalid_request_error", "message": f"{custom_id} refused"},
                 }
-                lines.append({"custom_id": custom_id, "result": {"type": "errored", "error": error}})
+                lines.append(
+                    {"custom_id": custom_id, "result": {"type": "errored", "error": error}}
+                )
             else:
                 message = self.message(request["params"])
                 lines.append(
@@ -365,7 +373,9 @@ class FakeGemini(FakeAPI):
 
     def error(self, status: int) -> Response:
         state = "RESOURCE_EXHAUSTED" if status == 429 else "INTERNAL"
-        return _json({"error": {"code": status, "message": f"fake {status}", "status": state}}, status)
+        return _json(
+            {"error": {"code": status, "message": f"fake {status}", "status": state}}, status
+        )
 
     def route(self, request: Request, body: Any) -> Response:
         path = request.path
@@ -428,7 +438,7 @@ class FakeGemini(FakeAPI):
         self.batches[name] = {
             "name": name,
             "metadata": {
-                "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+                "@type": _BATCH_TYPE,
                 "model": f"models/{model}",
                 "displayName": body["batch"].get("displayName"),
                 "state": "BATCH_STATE_PENDING",
@@ -447,7 +457,9 @@ class FakeGemini(FakeAPI):
                 error = {"code": 400, "message": f"{key} rejected"}
                 responses.append({"error": error, "metadata": {"key": key}})
             else:
-                responses.append({"response": self.content(item["request"]), "metadata": {"key": key}})
+                responses.append(
+                    {"response": self.content(item["request"]), "metadata": {"key": key}}
+                )
         metadata = self.batches[name]["metadata"]
         metadata["state"] = "BATCH_STATE_SUCCEEDED"
         metadata["output"] = {"inlinedResponses": {"inlinedResponses": responses}}

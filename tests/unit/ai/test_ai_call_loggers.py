@@ -70,10 +70,26 @@ def test_sqlite_prefix_search_is_a_glob_and_postgres_a_like() -> None:
 
 def test_in_memory_helpers() -> None:
     logger = InMemoryAICallLogger(clock=FakeClock())
-    logger.log_call({"topic": "w.r.stage.a", "model_key": "m1", "call_type": "text", "cost": 1.0,
-                     "input_tokens": 3, "output_tokens": 4, "metadata": {"status": "success"}})
-    logger.log_call({"topic": "w.r.stage.b", "model_key": "m2", "call_type": "embed", "cost": 2.0,
-                     "input_tokens": 5})
+    logger.log_call(
+        {
+            "topic": "w.r.stage.a",
+            "model_key": "m1",
+            "call_type": "text",
+            "cost": 1.0,
+            "input_tokens": 3,
+            "output_tokens": 4,
+            "metadata": {"status": "success"},
+        }
+    )
+    logger.log_call(
+        {
+            "topic": "w.r.stage.b",
+            "model_key": "m2",
+            "call_type": "embed",
+            "cost": 2.0,
+            "input_tokens": 5,
+        }
+    )
     logger.log_batch_results("b1", [{"topic": "w.r.stage.b", "model_key": "m2", "id": "x"}])
 
     assert [c["topic"] for c in logger.get_calls_by_topic("w.r.stage.a")] == ["w.r.stage.a"]

@@ -25,8 +25,11 @@ def test_generate_text_sends_contents_and_generation_config(
 
     result = ai.generate_text(
         "gemini",
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-         {"role": "user", "content": "again"}],
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "again"},
+        ],
         system="Be kind",
         max_tokens=64,
     )
@@ -69,7 +72,7 @@ def test_no_candidates_is_a_clear_error(
     fake_gemini.malformed = {"promptFeedback": {"blockReason": "SAFETY"}}
     ai = make_helper(google_provider(fake_gemini))
 
-    with pytest.raises(AIResponseError, match="no candidates .blocked: SAFETY"):
+    with pytest.raises(AIResponseError, match=r"no candidates \(blocked: SAFETY\)"):
         ai.generate_text("gemini", "hi")
     assert ai_logger.get_all_calls()[0]["metadata"]["status"] == "error"
 

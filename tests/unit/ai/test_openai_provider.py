@@ -102,7 +102,10 @@ def test_a_malformed_response_is_a_clear_error_and_a_failed_call(
 
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_rate_limits_and_server_errors_are_retried(
-    fake_openai: FakeOpenAI, make_helper: HelperFactory, ai_logger: InMemoryAICallLogger, status: int
+    fake_openai: FakeOpenAI,
+    make_helper: HelperFactory,
+    ai_logger: InMemoryAICallLogger,
+    status: int,
 ) -> None:
     fake_openai.fail_next(status, status)
     ai = make_helper(openai_provider(fake_openai))
@@ -258,8 +261,10 @@ def test_batch_failures_and_schema_mismatches_become_failed_results(
     assert results["a"].status == "failed" and "did not return JSON" in (results["a"].error or "")
     assert results["a"].input_tokens == 12  # billed, so counted
     assert results["b"].status == "failed" and results["b"].error == "b was rejected"
-    statuses = {c["metadata"]["request_id"]: c["metadata"]["status"] for c in
-                ai_logger.get_calls_by_type("batch")}
+    statuses = {
+        c["metadata"]["request_id"]: c["metadata"]["status"]
+        for c in ai_logger.get_calls_by_type("batch")
+    }
     assert statuses == {"a": "error", "b": "error"}
 
 

@@ -24,9 +24,7 @@ class Answer(BaseModel):
 
 
 def _models() -> ModelRegistry:
-    return ModelRegistry(
-        {**TEST_MODELS, "gpt-4o-mini": TEST_MODELS["gpt"]}, include_builtins=False
-    )
+    return ModelRegistry({**TEST_MODELS, "gpt-4o-mini": TEST_MODELS["gpt"]}, include_builtins=False)
 
 
 def _harness(fake: FakeOpenAI, *workflows: Any, **options: Any) -> WorkflowTestHarness:

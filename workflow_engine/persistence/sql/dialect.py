@@ -249,17 +249,16 @@ def join_transaction(engine: Engine, connection: Connection) -> Iterator[Transac
 
 
 class ConnectionSource:
-    """Hands out connections: the open transaction's if there is one, else a short-lived one."""
+    """Hands out connections: this thread's open transaction's, else a short-lived one."""
 
-    def __init__(self, engine: Engine, tx: Transaction | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = configure_engine(engine)
-        self.tx = tx
         self.postgres = is_postgres(engine)
         self._read_options = READ_OPTIONS[engine.dialect.name]
 
     def joined(self) -> Connection | None:
-        """The connection of the bound or this thread's open transaction, if any."""
-        tx = self.tx or current_transaction(self.engine)
+        """The connection of this thread's open transaction on the database, if any."""
+        tx = current_transaction(self.engine)
         return tx.connection if tx is not None else None
 
     @contextmanager

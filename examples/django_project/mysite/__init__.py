@@ -1,0 +1,1 @@
+"""An example Django project that starts, shows and cancels workflow runs."""

@@ -1,0 +1,1 @@
+"""The example app: submissions that each start a workflow run."""
