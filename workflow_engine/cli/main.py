@@ -201,23 +201,42 @@ def runs_rerun(ctx: click.Context, run_id: str, stage_id: str) -> None:
 @click.argument("run_id")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait.")
 @click.option("--interval", default=0.5, show_default=True, help="Seconds between refreshes.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: each change, then the run.")
 @click.pass_context
-def runs_watch(ctx: click.Context, run_id: str, timeout: float, interval: float) -> None:
-    """Follow a run's stages live until it finishes (exit 1 unless it COMPLETED)."""
+def runs_watch(
+    ctx: click.Context, run_id: str, timeout: float, interval: float, as_json: bool
+) -> None:
+    """Follow a run's stages live until it finishes (exit 1 unless it COMPLETED).
+
+    On a terminal the per-stage view is redrawn in place; otherwise each change is one line.
+    """
     client = _client(ctx)
+    live = not as_json and sys.stdout.isatty()
     deadline = time.monotonic() + timeout
     seen: dict[str, str] = {}
+    drawn = 0
     while True:
         run = client.get_run(run_id)
+        if live:
+            drawn = output.redraw(output.progress_lines(run), drawn)
         for stage in run.stages:
-            if seen.get(stage.stage_id) != stage.status.value:
-                seen[stage.stage_id] = stage.status.value
+            if seen.get(stage.stage_id) == stage.status.value:
+                continue
+            seen[stage.stage_id] = stage.status.value
+            if as_json:
+                output.print_json_line(
+                    {"run_id": run_id, "stage_id": stage.stage_id, "status": stage.status.value}
+                )
+            elif not live:
                 click.echo(
                     f"{output.when(stage.started_at):19s}  "
                     f"{stage.stage_id:24s} {output.status_text(stage.status.value)}"
                 )
         if run.is_terminal:
-            click.echo(f"run {run_id} {output.status_text(run.status.value)}")
+            if as_json:
+                output.print_json_line(run.model_dump(mode="json"))
+            else:
+                click.echo(f"run {run_id} {output.status_text(run.status.value)}")
             if run.status != "COMPLETED":
                 sys.exit(1)
             return

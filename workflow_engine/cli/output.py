@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -20,8 +20,23 @@ STATUS_COLOURS = {
 }
 
 
+STATUS_MARKS = {
+    "PENDING": "·",
+    "RUNNING": "▶",
+    "SUSPENDED": "⏸",
+    "COMPLETED": "✔",
+    "FAILED": "✘",
+    "CANCELLED": "⊘",
+}
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
+
+
+def print_json_line(value: Any) -> None:
+    """One compact JSON document on one line (JSON Lines, for streaming to scripts)."""
+    click.echo(json.dumps(value, default=str))
 
 
 def status_text(status: str) -> str:
@@ -101,3 +116,33 @@ def stages_table(run: RunView) -> None:
             for stage in run.stages
         ],
     )
+
+
+def progress_lines(run: RunView) -> list[str]:
+    """The live view of a run: a header, then one line per stage with its mark and timing."""
+    elapsed = millis(run.duration_ms)
+    if run.duration_ms is None and run.started_at is not None:
+        elapsed = f"{(datetime.now(UTC) - run.started_at).total_seconds():.1f}s"
+    lines = [f"run {run.id}  {run.workflow_id}  {status_text(run.status.value)}  {elapsed}"]
+    for stage in run.stages:
+        mark = STATUS_MARKS.get(stage.status.value, "?")
+        error = f"  {stage.error[:60]}" if stage.error else ""
+        lines.append(
+            f"  {mark} group {stage.execution_group}  {stage.stage_id:24s} "
+            f"{status_text(stage.status.value):9s} attempt {stage.attempt}  "
+            f"{millis(stage.duration_ms)}{error}"
+        )
+    if not run.stages:
+        lines.append("  (waiting for a worker to start the run)")
+    return lines
+
+
+def redraw(lines: Sequence[str], previous: int) -> int:
+    """Replace the ``previous`` lines printed by the last call with ``lines``; return how many
+    were printed (for the next call).
+    """
+    if previous:
+        click.echo(f"\x1b[{previous}F\x1b[J", nl=False)  # up to the first line, clear below
+    for line in lines:
+        click.echo(line)
+    return len(lines)
