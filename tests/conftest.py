@@ -21,6 +21,16 @@ from sqlalchemy.engine import make_url
 pytest_plugins = ("celery.contrib.pytest",)
 
 DATABASE_URL_ENV = "WORKFLOW_ENGINE_TEST_DATABASE_URL"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kernel-backends",
+        default="memory,postgres",
+        help="Comma-separated adapters the kernel suite runs on: memory, postgres, sqlite.",
+    )
+
+
 REDIS_URL_ENV = "WORKFLOW_ENGINE_TEST_REDIS_URL"
 
 

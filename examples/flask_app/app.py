@@ -73,6 +73,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     engine.init_app(app)
     with app.app_context():
         db.create_all()  # the app's own tables; the engine's come from `workflow-engine db upgrade`
+        db.engine.dispose()  # no pooled connection may cross a fork (gunicorn --preload)
     _routes(app)
     return app
 

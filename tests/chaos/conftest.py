@@ -13,20 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import (  # noqa: F401 - fixtures and the report hook, re-exported
-    beat,
-    broker_url,
-    client,
-    cluster,
-    db,
-    e2e_database_url,
-    managed_cluster,
-    probe_dir,
-    pytest_runtest_makereport,
-    workers,
-)
+from tests.e2e import conftest as e2e
 from tests.e2e.harness import Cluster, Db, PostgresServer, RedisServer
 from workflow_engine.persistence.sql import create_engine, upgrade
+
+# The e2e fixtures and the hook that prints the processes' logs when a test failed.
+pytest_runtest_makereport = e2e.pytest_runtest_makereport
+e2e_database_url = e2e.e2e_database_url
+broker_url = e2e.broker_url
+db = e2e.db
+probe_dir = e2e.probe_dir
+cluster = e2e.cluster
+workers = e2e.workers
+beat = e2e.beat
+client = e2e.client
 
 
 @pytest.fixture
@@ -41,10 +41,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_cluster(
-    request: pytest.FixtureRequest, e2e_database_url: str, redis_server: RedisServer,
+    request: pytest.FixtureRequest,
+    e2e_database_url: str,
+    redis_server: RedisServer,
     tmp_path: Path,
 ) -> Iterator[Cluster]:
-    yield from managed_cluster(
+    yield from e2e.managed_cluster(
         request,
         database_url=e2e_database_url,
         broker_url=redis_server.url(0),
@@ -65,14 +67,16 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def postgres_cluster(
-    request: pytest.FixtureRequest, postgres_server: PostgresServer, broker_url: str,
+    request: pytest.FixtureRequest,
+    postgres_server: PostgresServer,
+    broker_url: str,
     tmp_path: Path,
 ) -> Iterator[Cluster]:
     url = postgres_server.create_database("chaos")
     engine = create_engine(url)
     upgrade(engine)
     engine.dispose()
-    yield from managed_cluster(
+    yield from e2e.managed_cluster(
         request, database_url=url, broker_url=broker_url, workdir=tmp_path / "procs"
     )
 

@@ -27,9 +27,7 @@ def test_postgres_restarted_mid_run_every_run_completes_and_no_worker_is_wedged(
     config = {stage: {"dir": str(probe_dir)} for stage in FANOUT_STAGES}
     run_ids = [client.create_run("fanout", {"n": i}, config=config) for i in range(RUNS)]
     wait_until(
-        lambda: db.scalar(
-            "SELECT count(*) FROM workflow_runs WHERE status = 'COMPLETED'"
-        ) >= 3,
+        lambda: db.scalar("SELECT count(*) FROM workflow_runs WHERE status = 'COMPLETED'") >= 3,
         timeout=60,
         what="the first runs to complete",
     )
@@ -72,9 +70,7 @@ def test_postgres_restarted_mid_run_every_run_completes_and_no_worker_is_wedged(
     )
     assert len(completed) == RUNS * len(FANOUT_STAGES)
     assert {row.n for row in completed} == {1}, "a stage's result was recorded twice"
-    assert db.scalar(
-        "SELECT count(*) FROM workflow_stages WHERE status <> 'COMPLETED'"
-    ) == 0
+    assert db.scalar("SELECT count(*) FROM workflow_stages WHERE status <> 'COMPLETED'") == 0
     assert all(w.alive() for w in workers)
     took = assert_every_worker_serves(client, probe_dir, workers, CONCURRENCY)
     print(f"every pool slot of both workers served new work {took:.1f} s after asking")

@@ -46,11 +46,13 @@ def assert_each_stage_completed_once(db, probe_dir, run_ids) -> None:
 
 def wait_some_completed(db, run_ids, at_least: int) -> None:
     wait_until(
-        lambda: db.scalar(
-            "SELECT count(*) FROM workflow_runs WHERE id = ANY(:i) AND status = 'COMPLETED'",
-            i=run_ids,
-        )
-        >= at_least,
+        lambda: (
+            db.scalar(
+                "SELECT count(*) FROM workflow_runs WHERE id = ANY(:i) AND status = 'COMPLETED'",
+                i=run_ids,
+            )
+            >= at_least
+        ),
         timeout=60,
         what=f"{at_least} runs to complete",
     )

@@ -168,6 +168,10 @@ def test_a_frozen_worker_waking_after_its_lease_was_taken_over_has_its_result_di
     ]
     hold_runs = [(e.event, e.pid) for e in executions(probe_dir) if e.stage == "hold"]
     assert sorted(hold_runs) == sorted(
-        [("start", attempt1.pid), ("start", attempt2.pid), ("end", attempt2.pid),
-         ("end", attempt1.pid)]
+        [
+            ("start", attempt1.pid),
+            ("start", attempt2.pid),
+            ("end", attempt2.pid),
+            ("end", attempt1.pid),
+        ]
     )

@@ -77,8 +77,15 @@ def free_port() -> int:
 class Process:
     """A child process in its own process group, logging to a file."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str], log: Path,
-                 cwd: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        log: Path,
+        cwd: Path | str | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log
@@ -124,10 +131,8 @@ class Process:
         """SIGTERM (warm shutdown), SIGKILL whatever is left after ``timeout``."""
         if self.alive():
             self.signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # Pool children or stragglers of the group: never leave one behind.
         self.signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -182,8 +187,9 @@ class Cluster:
     def settings(self, **overrides: Any) -> EngineSettings:
         return EngineSettings(**self.settings_values(**overrides))
 
-    def env(self, **overrides: Any) -> dict[str, str]:
+    def env(self, extra_env: dict[str, str] | None = None, **overrides: Any) -> dict[str, str]:
         env = clean_environment()
+        env.update(extra_env or {})
         env.update({_env_name(k): str(v) for k, v in self.settings_values(**overrides).items()})
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
@@ -197,9 +203,16 @@ class Cluster:
         return f"{kind}{self._count}"
 
     def start_workers(
-        self, n: int = 1, concurrency: int = 2, *, wait: bool = True, **overrides: Any
+        self,
+        n: int = 1,
+        concurrency: int = 2,
+        *,
+        wait: bool = True,
+        extra_env: dict[str, str] | None = None,
+        **overrides: Any,
     ) -> list[Process]:
-        """Start ``n`` ``celery worker`` processes (prefork, ``concurrency`` children each)."""
+        """Start ``n`` ``celery worker`` processes (prefork, ``concurrency`` children each);
+        ``overrides`` are settings (``tick_interval_seconds=60``), ``extra_env`` raw variables."""
         started = []
         for _ in range(n):
             name = self._name("worker")
@@ -209,7 +222,10 @@ class Cluster:
                 "-l", "INFO", "-c", str(concurrency), "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
             ]  # fmt: skip
             process = Process(
-                name, argv, env=self.env(**overrides), log=self.workdir / f"{name}.log",
+                name,
+                argv,
+                env=self.env(extra_env, **overrides),
+                log=self.workdir / f"{name}.log",
                 cwd=self.workdir,
             )
             self.processes.append(process)
@@ -231,7 +247,7 @@ class Cluster:
                 ready, timeout=timeout, what=f"{process.name} to be ready", diagnose=process.tail
             )
 
-    def start_beat(self, **overrides: Any) -> Process:
+    def start_beat(self, *, wait: bool = True, **overrides: Any) -> Process:
         """Start ``celery beat`` with its own schedule file."""
         name = self._name("beat")
         argv = [
@@ -239,18 +255,25 @@ class Cluster:
             "-s", str(self.workdir / f"{name}-schedule"),
         ]  # fmt: skip
         process = Process(
-            name, argv, env=self.env(**overrides), log=self.workdir / f"{name}.log",
+            name,
+            argv,
+            env=self.env(**overrides),
+            log=self.workdir / f"{name}.log",
             cwd=self.workdir,
         )
         self.processes.append(process)
+        if wait:
+            self.wait_beat(process)
+        return process
+
+    def wait_beat(self, process: Process, timeout: float = 60.0) -> None:
         wait_until(
             lambda: "beat: Starting" in process.log() or not process.alive(),
-            timeout=60,
-            what=f"{name} to start",
+            timeout=timeout,
+            what=f"{process.name} to start",
             diagnose=process.tail,
         )
         assert process.alive(), process.tail()
-        return process
 
     def client(self, **overrides: Any) -> WorkflowClient:
         client = WorkflowClient(self.settings(**overrides))
@@ -424,7 +447,9 @@ class RedisServer:
             "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir),
         ]  # fmt: skip
         self.process = Process(
-            f"redis-{self.starts}", argv, env=dict(os.environ),
+            f"redis-{self.starts}",
+            argv,
+            env=dict(os.environ),
             log=self.workdir / f"redis-{self.port}.log",
         )
         wait_until(self.ping, timeout=20, what=f"redis-server on port {self.port}")
@@ -554,7 +579,10 @@ def tick_results(cluster: Cluster) -> list[dict[str, int]]:
 
 
 def assert_every_worker_serves(
-    client: WorkflowClient, probe_dir: Path, workers: Sequence[Process], concurrency: int,
+    client: WorkflowClient,
+    probe_dir: Path,
+    workers: Sequence[Process],
+    concurrency: int,
     timeout: float = 60,
 ) -> float:
     """Hold one stage per pool slot at once: every slot of every worker must start one (a

@@ -52,9 +52,7 @@ def publish_raw(broker_url: str, queue: str, body: bytes, headers: dict) -> None
         )
 
 
-def test_malformed_messages_are_logged_and_the_worker_keeps_serving(
-    cluster, workers, client, db
-):
+def test_malformed_messages_are_logged_and_the_worker_keeps_serving(cluster, workers, client, db):
     (worker,) = workers(1, concurrency=2)
     send = client.app.send_task
     send(EXECUTE_JOB, args=[123], queue=cluster.queue)  # not a job id

@@ -78,11 +78,14 @@ def test_200_runs_with_a_parallel_group_complete_every_stage_exactly_once(
     assert [(j.status, j.attempt, j.n) for j in jobs] == [
         ("COMPLETED", 1, RUNS * len(FANOUT_STAGES))
     ]
-    assert db.scalar(
-        "SELECT count(*) FROM (SELECT 1 FROM job_queue WHERE workflow_run_id = ANY(:i) "
-        "GROUP BY workflow_run_id, stage_id HAVING count(*) > 1) AS dup",
-        i=run_ids,
-    ) == 0
+    assert (
+        db.scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM job_queue WHERE workflow_run_id = ANY(:i) "
+            "GROUP BY workflow_run_id, stage_id HAVING count(*) > 1) AS dup",
+            i=run_ids,
+        )
+        == 0
+    )
 
     # The stages' own side effects: each stage body ran once per run.
     ran = Counter((row.run_id, row.stage) for row in executions(probe_dir))

@@ -112,8 +112,13 @@ def join(ctx: StageContext[Pair, Probe]) -> Number:
 
 
 fanout = (
-    WorkflowBuilder("fanout", "Fan-out", "start, then left and right in parallel, then join",
-                    input=Number, output=Number)
+    WorkflowBuilder(
+        "fanout",
+        "Fan-out",
+        "start, then left and right in parallel, then join",
+        input=Number,
+        output=Number,
+    )
     .pipe(start)
     .parallel([left, right])
     .pipe(join)
@@ -145,8 +150,13 @@ def finish(ctx: StageContext[Number, Probe]) -> Number:
 
 
 held = (
-    WorkflowBuilder("held", "Held", "a stage that runs until released, then another",
-                    input=Number, output=Number)
+    WorkflowBuilder(
+        "held",
+        "Held",
+        "a stage that runs until released, then another",
+        input=Number,
+        output=Number,
+    )
     .pipe(hold)
     .pipe(finish)
     .build()

@@ -326,6 +326,25 @@ def test_unknown_ids_raise_typed_errors(persistence: SqlPersistence, queue: SqlJ
     with pytest.raises(RecordNotFoundError):
         queue.fail("nope", "error")
     assert queue.touch_job("nope") is False
+    with pytest.raises(RecordNotFoundError, match="WorkflowRun nope not found"):
+        persistence.create_stage(
+            NewStage(
+                workflow_run_id="nope",
+                stage_id="s",
+                stage_name="S",
+                stage_number=1,
+                execution_group=1,
+            )
+        )
+    with pytest.raises(RecordNotFoundError):
+        persistence.create_log(level=LogLevel.INFO, message="x", workflow_run_id="nope")
+
+
+def test_a_duplicate_run_id_is_refused(persistence: SqlPersistence) -> None:
+    run = persistence.create_run(new_run(id="run-1"))
+    with pytest.raises(ValueError, match="already exists"):
+        persistence.create_run(new_run(id="run-1", priority=9))
+    assert persistence.get_run("run-1") == run
 
 
 def test_timestamps_are_stored_as_utc_instants(persistence: SqlPersistence) -> None:

@@ -28,17 +28,24 @@ class EngineGroup(click.Group):
         except TimeoutError as error:
             raise click.ClickException(str(error)) from error
         except Exception as error:
-            message = database_problem(error, ctx.find_object(EngineSettings))
+            message = explain(error, ctx.find_object(EngineSettings))
             if message is None:
                 raise
             raise click.ClickException(message) from error
 
 
-def database_problem(error: Exception, settings: EngineSettings | None) -> str | None:
-    """A one-line explanation of a database error a user can fix, or ``None``."""
+def explain(error: Exception, settings: EngineSettings | None) -> str | None:
+    """A one-line explanation of an error the user can fix (a bad setting, a database that
+    is unreachable or not migrated), or ``None``.
+    """
+    from pydantic import ValidationError
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
+    if isinstance(error, ValidationError) and error.title == EngineSettings.__name__:
+        return "invalid settings: " + "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors()
+        )
     url = settings.database_url if settings is not None else "the database"
     with contextlib.suppress(Exception):
         url = make_url(url).render_as_string(hide_password=True)

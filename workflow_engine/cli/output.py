@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from workflow_engine.client import RunView
+if TYPE_CHECKING:
+    from workflow_engine.client import RunView
 
 STATUS_COLOURS = {
     "COMPLETED": "green",
@@ -129,7 +130,7 @@ def progress_lines(run: RunView) -> list[str]:
         error = f"  {stage.error[:60]}" if stage.error else ""
         lines.append(
             f"  {mark} group {stage.execution_group}  {stage.stage_id:24s} "
-            f"{status_text(stage.status.value):9s} attempt {stage.attempt}  "
+            f"{status_text(stage.status.value.ljust(9))} attempt {stage.attempt}  "
             f"{millis(stage.duration_ms)}{error}"
         )
     if not run.stages:

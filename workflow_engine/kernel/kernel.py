@@ -135,8 +135,9 @@ class Kernel:
         parsed = parse_command(command)
         command_type: str = parsed.type  # type: ignore[attr-defined]
         handler, result_model = _HANDLERS[command_type]
-        key = getattr(parsed, "idempotency_key", None)
-        if key is None or command_type not in _IDEMPOTENT:
+        # (membership first: a missing attribute costs a slow pydantic __getattr__)
+        key = getattr(parsed, "idempotency_key", None) if command_type in _IDEMPOTENT else None
+        if key is None:
             return handler(parsed, self._runtime, None)
         return self._dispatch_once(parsed, command_type, key, handler, result_model)
 

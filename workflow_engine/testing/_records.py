@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
 
-from workflow_engine.testing.memory_blobs import clone_stored_json
+from workflow_engine.testing._json import FlatDict, FlatList, copy_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -79,10 +79,15 @@ def copy_record(record: M) -> M:
     for name in mutable_fields(cls) if names is None else names:
         value = values[name]
         kind = type(value)
-        if kind is dict or kind is list:
-            if fresh is None:
-                fresh = values.copy()
-            fresh[name] = clone_stored_json(value)
+        if kind is FlatDict:
+            value = dict(value)
+        elif kind is dict or kind is list or kind is FlatList:
+            value = copy_json(value)
+        else:
+            continue
+        if fresh is None:
+            fresh = values.copy()
+        fresh[name] = value
     if fresh is None:
         return record
     return _new_instance(cls, fresh, set(record.__pydantic_fields_set__))
@@ -97,35 +102,42 @@ def replace_fields(record: M, changes: Mapping[str, Any]) -> M:
     return _new_instance(type(record), values, fields_set)
 
 
+class _Template:
+    """What building a ``model`` without validation needs: every field in definition order
+    (with its default where it has a plain one), the required fields and the default factories.
+    """
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.values: dict[str, Any] = {}
+        self.factories: list[tuple[str, Callable[[], Any]]] = []
+        required = set()
+        for name, info in model.__pydantic_fields__.items():
+            self.values[name] = None if info.default is PydanticUndefined else info.default
+            if info.default_factory is not None:
+                self.factories.append((name, info.default_factory))  # type: ignore[arg-type]
+            elif info.default is PydanticUndefined:
+                required.add(name)
+        self.names = frozenset(self.values)
+        self.required = frozenset(required)
+
+
 @cache
-def _defaults(model: type[BaseModel]) -> tuple[tuple[str, Any, Callable[[], Any] | None], ...]:
-    """``(name, default, default factory)`` of each field of ``model``."""
-    specs = []
-    for name, info in model.__pydantic_fields__.items():
-        factory = info.default_factory
-        if factory is None and info.default is PydanticUndefined:
-            specs.append((name, PydanticUndefined, None))
-        else:
-            specs.append((name, info.default, factory))  # type: ignore[arg-type]
-    return tuple(specs)
+def _template(model: type[BaseModel]) -> _Template:
+    return _Template(model)
 
 
 def build_record(model: type[M], values: dict[str, Any]) -> M:
     """``model(**values)`` for values already of their fields' validated types (as taken from
-    another validated record, the clock or :func:`json_clone`), without validating them again.
+    another validated record, the clock or :func:`store_json`), without validating them again.
     """
-    if not field_names(model).issuperset(values):
-        return model(**values)  # let pydantic report the unknown field
-    full: dict[str, Any] = {}
-    for name, default, factory in _defaults(model):
-        if name in values:
-            full[name] = values[name]
-        elif factory is not None:
+    template = _template(model)
+    if not (template.names.issuperset(values) and template.required.issubset(values)):
+        return model(**values)  # let pydantic report the unknown or missing field
+    full = template.values.copy()
+    full.update(values)  # existing keys keep their place: definition order, as pydantic has it
+    for name, factory in template.factories:
+        if name not in values:
             full[name] = factory()
-        elif default is PydanticUndefined:
-            return model(**values)  # let pydantic report the missing field
-        else:
-            full[name] = default
     return _new_instance(model, full, set(values))
 
 
@@ -137,16 +149,28 @@ class _FieldCheck:
 
     def __init__(self, model: type[BaseModel], name: str) -> None:
         info = model.__pydantic_fields__[name]
-        annotation = info.annotation
+        annotation: Any = info.annotation
         self.adapter: TypeAdapter[Any] = TypeAdapter(
             Annotated[annotation, *info.metadata] if info.metadata else annotation
         )
         self.exact = _exact_types(annotation) if not info.metadata else frozenset()
+        self.any_json_dict = not info.metadata and _is_any_json_dict(annotation)
 
-    def validate(self, value: Any) -> Any:
-        if self.exact is _ANY or type(value) in self.exact:
+    def validate(self, value: Any, stored_json: bool) -> Any:
+        """``value`` validated; ``stored_json``: it is a :func:`store_json` result."""
+        kind = type(value)
+        if self.exact is _ANY or kind in self.exact:
             return value
+        if stored_json and self.any_json_dict and (kind is dict or kind is FlatDict):
+            return value  # string keys and JSON values: what validation would give back
         return self.adapter.validate_python(value)
+
+
+def _is_any_json_dict(annotation: Any) -> bool:
+    """``dict[str, Any]``, optionally ``| None``."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    dicts = [m for m in members or (annotation,) if m is not NoneType]
+    return len(dicts) == 1 and get_origin(dicts[0]) is dict and get_args(dicts[0]) == (str, Any)
 
 
 def _exact_types(annotation: Any) -> frozenset[type]:
@@ -168,12 +192,15 @@ def _field_check(model: type[BaseModel], name: str) -> _FieldCheck:
     return _FieldCheck(model, name)
 
 
-def validated_update(record: M, changes: Mapping[str, Any]) -> M:
-    """A copy of ``record`` with ``changes`` validated field by field (names must be fields)."""
+def validated_update(
+    record: M, changes: Mapping[str, Any], stored_json: frozenset[str] = frozenset()
+) -> M:
+    """A copy of ``record`` with ``changes`` validated field by field (names must be fields);
+    the values of the ``stored_json`` fields come from :func:`store_json`."""
     model = type(record)
     values = record.__dict__.copy()
     for name, value in changes.items():
-        values[name] = _field_check(model, name).validate(value)
+        values[name] = _field_check(model, name).validate(value, name in stored_json)
     fields_set = set(record.__pydantic_fields_set__)
     fields_set.update(changes)
     return _new_instance(model, values, fields_set)

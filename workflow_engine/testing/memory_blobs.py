@@ -11,7 +11,6 @@ from pydantic_core import to_jsonable_python
 from workflow_engine.clock import Clock, SystemClock
 from workflow_engine.errors import BlobNotFoundError
 
-
 _PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -45,26 +44,6 @@ def json_clone(value: Any) -> Any:
         return _clone_plain(value)
     except (_NotPlainJson, RecursionError):
         return json.loads(json.dumps(to_jsonable_python(value)))
-
-
-def clone_stored_json(value: Any) -> Any:
-    """Copy a value that is already in JSON form (as stored): new dicts and lists, same scalars."""
-    kind = type(value)
-    if kind is dict:
-        out = value.copy()
-        for key, item in value.items():
-            kind = type(item)
-            if kind is dict or kind is list:
-                out[key] = clone_stored_json(item)
-        return out
-    if kind is list:
-        out_list = value.copy()
-        for i, item in enumerate(value):
-            kind = type(item)
-            if kind is dict or kind is list:
-                out_list[i] = clone_stored_json(item)
-        return out_list
-    return value
 
 
 class InMemoryBlobStore:

@@ -13,8 +13,8 @@ from workflow_engine.errors import RecordNotFoundError
 from workflow_engine.ports import Persistence, StaleJobs
 from workflow_engine.records import JobRecord, NewJob
 from workflow_engine.status import Status
-from workflow_engine.testing._records import copy_record, new_id, replace_fields
-from workflow_engine.testing.memory_blobs import json_clone
+from workflow_engine.testing._json import store_json
+from workflow_engine.testing._records import build_record, copy_record, new_id, replace_fields
 
 _LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "locked_at": None, "lease_token": None}
 
@@ -109,19 +109,22 @@ class InMemoryJobQueue:
 
     def _new_record(self, job_id: str, job: NewJob) -> JobRecord:
         now = self.clock.now()
-        return JobRecord(
-            id=job_id,
-            created_at=now,
-            updated_at=now,
-            workflow_run_id=job.workflow_run_id,
-            workflow_id=job.workflow_id,
-            stage_id=job.stage_id,
-            priority=job.priority,
-            max_attempts=job.max_attempts or self.default_max_attempts,
-            next_poll_at=job.scheduled_for,
-            payload=json_clone(job.payload),
-            queue=job.queue,
-        )
+        values = {
+            "id": job_id,
+            "created_at": now,
+            "updated_at": now,
+            "workflow_run_id": job.workflow_run_id,
+            "workflow_id": job.workflow_id,
+            "stage_id": job.stage_id,
+            "priority": job.priority,
+            "max_attempts": job.max_attempts or self.default_max_attempts,
+            "next_poll_at": job.scheduled_for,
+            "payload": store_json(job.payload),
+            "queue": job.queue,
+        }
+        if type(job_id) is str and type(values["max_attempts"]) is int:
+            return build_record(JobRecord, values)  # the rest comes from a validated NewJob
+        return JobRecord(**values)
 
     # -- leasing ------------------------------------------------------------------------------
     def _is_due(self, job: JobRecord, now: datetime) -> bool:

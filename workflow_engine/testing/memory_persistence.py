@@ -37,6 +37,7 @@ from workflow_engine.records import (
     WorkflowStageRecord,
 )
 from workflow_engine.status import Status
+from workflow_engine.testing._json import store_json
 from workflow_engine.testing._records import (
     build_record,
     copy_record,
@@ -277,6 +278,12 @@ class _IdempotencyRow:
     result: Any = None
 
 
+class _TxLocal(threading.local):
+    """The current thread's transaction (``None`` outside one; no AttributeError to catch)."""
+
+    tx: _Transaction | None = None
+
+
 @dataclass
 class _Transaction:
     undo: list[tuple[_Table[Any, Any], Any, tuple[int, Any] | None]] = field(default_factory=list)
@@ -312,11 +319,11 @@ def _with_changes(
     """``record`` with ``changes`` validated and applied, a bumped version and a new
     ``updated_at`` (field names are checked by :func:`_check_changes` beforehand)."""
     data = {
-        name: json_clone(value) if name in json_fields else value for name, value in changes.items()
+        name: store_json(value) if name in json_fields else value for name, value in changes.items()
     }
     data["version"] = record.version + 1  # type: ignore[attr-defined]
     data["updated_at"] = now
-    return validated_update(record, data)
+    return validated_update(record, data, json_fields)
 
 
 # frozen and holding no JSON, so one instance of each serves every caller
@@ -346,7 +353,7 @@ class InMemoryWorkflowPersistence:
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
-        self._local = threading.local()
+        self._local = _TxLocal()
         # secondary indexes, kept current by the tables' change hooks (rollbacks included)
         self._runs_by_status = _Groups()
         self._pending_runs = _Heap(_pending_run_key)
@@ -386,9 +393,13 @@ class InMemoryWorkflowPersistence:
     def _run_changed(
         self, key: str, old: WorkflowRunRecord | None, new: WorkflowRunRecord | None, order: int
     ) -> None:
-        if old is not None and new is not None:
-            if old.status == new.status and old.priority == new.priority:
-                return  # nothing indexed changed (created_at never does)
+        if (
+            old is not None
+            and new is not None
+            and old.status == new.status
+            and old.priority == new.priority
+        ):
+            return  # nothing indexed changed (created_at never does)
         self._runs_by_status.move(key, old and old.status, new and new.status)
         self._pending_runs.changed(key, old, new, order)
 
@@ -399,9 +410,13 @@ class InMemoryWorkflowPersistence:
         new: WorkflowStageRecord | None,
         order: int,
     ) -> None:
-        if old is not None and new is not None:
-            if old.status == new.status and old.workflow_run_id == new.workflow_run_id:
-                return  # nothing indexed changed
+        if (
+            old is not None
+            and new is not None
+            and old.status == new.status
+            and old.workflow_run_id == new.workflow_run_id
+        ):
+            return  # nothing indexed changed
         self._stages_by_run.move(key, old and old.workflow_run_id, new and new.workflow_run_id)
         self._stages_by_status.move(key, old and old.status, new and new.status)
 
@@ -440,16 +455,16 @@ class InMemoryWorkflowPersistence:
         ]
 
     def _current(self) -> _Transaction | None:
-        tx: _Transaction | None = getattr(self._local, "tx", None)
+        tx: _Transaction | None = self._local.tx
         return tx
 
     def _journal(self, table: _Table[K, V], key: K) -> None:
-        tx: _Transaction | None = getattr(self._local, "tx", None)
+        tx: _Transaction | None = self._local.tx
         if tx is not None:
             tx.undo.append((table, key, table.snapshot(key)))
 
     def _put(self, table: _Table[K, V], key: K, value: V) -> None:
-        tx: _Transaction | None = getattr(self._local, "tx", None)
+        tx: _Transaction | None = self._local.tx
         if tx is not None:
             tx.undo.append((table, key, table.snapshot(key)))
         table.put(key, value)
@@ -501,7 +516,7 @@ class InMemoryWorkflowPersistence:
             now = self.clock.now()
             fields = data.model_dump(exclude={"id"})
             for name in _RUN_JSON_FIELDS & set(fields):
-                fields[name] = json_clone(fields[name])
+                fields[name] = store_json(fields[name])
             fields.update(id=data.id or _new_id(), created_at=now, updated_at=now)
             run = build_record(WorkflowRunRecord, fields)
             self._put(self._runs, run.id, run)
@@ -605,7 +620,7 @@ class InMemoryWorkflowPersistence:
             now = self.clock.now()
             fields = dict(data.__dict__)  # a validated NewStage: its values need no second check
             fields.update(
-                config=json_clone(fields["config"]), id=_new_id(), created_at=now, updated_at=now
+                config=store_json(fields["config"]), id=_new_id(), created_at=now, updated_at=now
             )
             stage = build_record(WorkflowStageRecord, fields)
             self._put(self._stages, stage.id, stage)
@@ -765,7 +780,7 @@ class InMemoryWorkflowPersistence:
                 "workflow_run_id": event.workflow_run_id,
                 "sequence": sequence,
                 "event_type": event.event_type,
-                "payload": json_clone(event.payload),
+                "payload": store_json(event.payload),
                 "causation_id": event.causation_id,
                 "occurred_at": event.occurred_at,
             },

@@ -16,6 +16,7 @@ returns) and watches it through ``env.probe.calls``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from tests.unit.kernel.sql_backend import SqlBackend
 from workflow_engine import (
     CompletionCheck,
     StageContext,
@@ -372,13 +374,28 @@ class KernelEnv:
         return matching[-1]
 
 
-def make_env(*, event_sink: EventSink | None = None, **kernel_options: Any) -> KernelEnv:
-    """A fresh environment; ``event_sink`` replaces the collecting sink as the kernel's sink."""
+_GET_BACKEND = pytest.StashKey[Callable[[str], SqlBackend]]()
+
+
+def make_env(
+    *,
+    backend: SqlBackend | None = None,
+    event_sink: EventSink | None = None,
+    **kernel_options: Any,
+) -> KernelEnv:
+    """A fresh environment on the in-memory adapters, or on SQL ones with ``backend``;
+    ``event_sink`` replaces the collecting sink as the kernel's sink.
+    """
     clock = FakeClock()
     probe = Probe()
     registry = WorkflowRegistry(build_workflows(probe))
-    persistence = InMemoryWorkflowPersistence(clock=clock)
-    jobs = InMemoryJobQueue("worker-1", clock=clock)
+    persistence: Any
+    jobs: Any
+    if backend is None:
+        persistence = InMemoryWorkflowPersistence(clock=clock)
+        jobs = InMemoryJobQueue("worker-1", clock=clock)
+    else:
+        persistence, jobs = backend.adapters(clock, "worker-1")
     blobs = InMemoryBlobStore(clock=clock)
     sink = CollectingEventSink()
     scheduler = NoopScheduler()
@@ -405,16 +422,55 @@ def make_env(*, event_sink: EventSink | None = None, **kernel_options: Any) -> K
     )
 
 
+@pytest.fixture(scope="session")
+def sql_backends(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, SqlBackend]]:
+    """One SQL backend per ``--kernel-backends`` entry other than ``memory``, made lazily."""
+    backends: dict[str, SqlBackend] = {}
+
+    def get(kind: str) -> SqlBackend:
+        if kind not in backends:
+            url = request.getfixturevalue("database_url") if kind == "postgres" else None
+            backends[kind] = SqlBackend(kind, url, tmp_path_factory.mktemp(f"kernel-{kind}"))
+        return backends[kind]
+
+    request.config.stash[_GET_BACKEND] = get
+    yield backends
+    for backend in backends.values():
+        backend.close()
+
+
 @pytest.fixture
-def env() -> KernelEnv:
+def kernel_backend(
+    request: pytest.FixtureRequest, sql_backends: dict[str, SqlBackend]
+) -> Iterator[SqlBackend | None]:
+    """The backend this test runs on (``None``: the in-memory adapters)."""
+    kind = getattr(request, "param", "memory")
+    if kind == "memory":
+        yield None
+        return
+    backend = request.config.stash[_GET_BACKEND](kind)
+    yield backend
+    backend.release()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kernel_backend" in metafunc.fixturenames:
+        kinds = metafunc.config.getoption("kernel_backends").split(",")
+        metafunc.parametrize("kernel_backend", kinds, indirect=True)
+
+
+@pytest.fixture
+def env(kernel_backend: SqlBackend | None) -> KernelEnv:
     """A fresh kernel environment with default options."""
-    return make_env()
+    return make_env(backend=kernel_backend)
 
 
 @pytest.fixture
-def env_factory() -> Iterator[Callable[..., KernelEnv]]:
+def env_factory(kernel_backend: SqlBackend | None) -> Iterator[Callable[..., KernelEnv]]:
     """Build an environment with custom ``create_kernel`` options or another event sink."""
-    yield make_env
+    yield functools.partial(make_env, backend=kernel_backend)
 
 
 @pytest.fixture

@@ -48,10 +48,8 @@ def _run(engine_or_url: Engine | str | URL, action: str, revision: str) -> None:
     try:
         with engine.begin() as conn:
             if is_postgres(conn):
-                conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:a, :b)"),
-                    dict(zip(("a", "b"), _MIGRATION_LOCK, strict=True)),
-                )
+                lock = "SELECT pg_advisory_xact_lock(CAST(:a AS integer), CAST(:b AS integer))"
+                conn.execute(sa.text(lock), {"a": _MIGRATION_LOCK[0], "b": _MIGRATION_LOCK[1]})
             getattr(command, action)(alembic_config(conn), revision)
     finally:
         if owned:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -134,7 +135,7 @@ class SqlPersistence:
         for name in ("input", "config", "metadata"):
             values[name] = self._json(f"workflow_runs.{name}", values[name])
         record = WorkflowRunRecord(id=data.id or new_id(), created_at=now, updated_at=now, **values)
-        with self._db.statement() as conn:
+        with _integrity(f"WorkflowRun {record.id} already exists"), self._db.statement() as conn:
             conn.execute(queries.INSERT_RUN, record.model_dump())
         return record
 
@@ -221,7 +222,8 @@ class SqlPersistence:
     def create_stage(self, data: NewStage) -> WorkflowStageRecord:
         """Insert a stage at version 1; ``(workflow_run_id, stage_id)`` must be new."""
         stmt = queries.insert_stage(self._dialect, None)
-        with self._db.statement() as conn:
+        missing_run = f"WorkflowRun {data.workflow_run_id} not found"
+        with _integrity(missing_run, RecordNotFoundError), self._db.statement() as conn:
             inserted = conn.execute(stmt, params(**self._new_stage_values(data))).first()
         if inserted is None:
             raise ValueError(f"Stage {data.stage_id} already exists in run {data.workflow_run_id}")
@@ -246,7 +248,8 @@ class SqlPersistence:
         stmt = queries.insert_stage(self._dialect, tuple(changes) if changes else None)
         bound = params(**self._new_stage_values(create), now=self.clock.now())
         bound.update(params(**{f"set_{name}": value for name, value in changes.items()}))
-        with self._db.statement() as conn:
+        missing_run = f"WorkflowRun {workflow_run_id} not found"
+        with _integrity(missing_run, RecordNotFoundError), self._db.statement() as conn:
             row = conn.execute(stmt, bound).first()
             if row is None:  # it existed, and there was nothing to change
                 key = params(run_id=workflow_run_id, stage_id=stage_id)
@@ -350,7 +353,8 @@ class SqlPersistence:
         )
         values = record.model_dump()
         values["level"] = record.level.value
-        with self._db.statement() as conn:
+        missing = f"the run or stage of log line {message!r} does not exist"
+        with _integrity(missing, RecordNotFoundError), self._db.statement() as conn:
             conn.execute(queries.INSERT_LOG, values)
         return record
 
@@ -552,6 +556,15 @@ class SqlPersistence:
         """Delete completed keys created before ``before``; return how many."""
         with self._db.statement() as conn:
             return conn.execute(queries.DELETE_OLD_KEYS, params(before=before)).rowcount
+
+
+@contextmanager
+def _integrity(message: str, error: type[Exception] = ValueError) -> Iterator[None]:
+    """Turn a constraint violation (duplicate key, missing parent row) into ``error``."""
+    try:
+        yield
+    except sa.exc.IntegrityError as violation:
+        raise error(message) from violation
 
 
 def _is_stale(row: AnyRow, now: datetime, stale_after_ms: float | None) -> bool:

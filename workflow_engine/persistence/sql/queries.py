@@ -205,7 +205,7 @@ LOGS_OF_RUN = (
 #: order given (sorted, so two appenders cannot deadlock). It must be a statement of its own:
 #: :data:`LAST_SEQUENCES` needs a snapshot taken after the lock is held.
 LOCK_RUN_OUTBOXES = sa.text(
-    "SELECT pg_advisory_xact_lock(:lock_class, hashtext(r)) "
+    "SELECT pg_advisory_xact_lock(CAST(:lock_class AS integer), hashtext(r)) "
     "FROM unnest(CAST(:run_ids AS text[])) AS r"
 ).bindparams(lock_class=OUTBOX_LOCK_CLASS)
 

@@ -96,8 +96,3 @@ def check_changes(
         if isinstance(values[name], datetime) and values[name].tzinfo is None:
             raise InvalidValueError(f"{where}: naive datetime; pass a timezone-aware one")
     return values
-
-
-def json_columns(table: sa.Table) -> frozenset[str]:
-    """Names of the JSON columns of ``table``."""
-    return frozenset(c.name for c in table.c if isinstance(c.type, sa.JSON))
