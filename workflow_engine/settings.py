@@ -70,7 +70,12 @@ class EngineSettings(BaseSettings):
     tick_interval_seconds: float = Field(default=5.0, gt=0)
     stale_lease_threshold_ms: int = Field(default=60_000, gt=0)
     job_heartbeat_interval_ms: int = Field(default=10_000, gt=0)
-    stuck_threshold_ms: int | None = Field(default=None, gt=0)
+    stuck_threshold_ms: int = Field(
+        default=60_000,
+        gt=0,
+        description="A RUNNING run with no queued or leased job, no suspended stage and no "
+        "update for this long is recovered (transitioned, re-queued) or failed.",
+    )
     max_attempts: int = Field(default=3, ge=1)
     max_claims_per_tick: int = Field(default=50, ge=1)
     max_suspended_checks_per_tick: int = Field(default=50, ge=1)

@@ -64,9 +64,11 @@ def django_stack(
         call_command("workflow_engine_migrate", stdout=io.StringIO())  # safe to run again
         workdir = tmp_path_factory.mktemp("django-worker")
         try:
-            # Like a real deployment: the worker sees DJANGO_SETTINGS_MODULE and the project
-            # (Celery's Django fixup then sets Django up in the worker too).
-            with start_worker(db, broker, workdir, pythonpath=(PROJECT,)) as worker:
+            # Like a real deployment: the worker runs the app built from Django's settings
+            # (DJANGO_SETTINGS_MODULE, the project on its path, the database from DATABASE_URL).
+            with start_worker(
+                None, broker, workdir, app="workflow_engine.contrib.django", pythonpath=(PROJECT,)
+            ) as worker:
                 yield Stack(db, broker, worker)
         finally:
             from django.db import connections

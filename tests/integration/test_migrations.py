@@ -10,14 +10,21 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from workflow_engine.persistence.sql import create_engine, metadata, upgrade
-from workflow_engine.persistence.sql.migrate import VERSION_TABLE, current, downgrade
+from workflow_engine.persistence.sql.migrate import (
+    VERSION_TABLE,
+    alembic_config,
+    current,
+    downgrade,
+)
 
 pytestmark = pytest.mark.integration
 
 TABLES = {table.name for table in metadata.sorted_tables}
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 INDEXES = {index.name for table in metadata.sorted_tables for index in table.indexes}
 
 
@@ -44,14 +51,14 @@ def test_migrations_on_empty_postgres_match_the_metadata(empty_pg: Engine) -> No
     upgrade(empty_pg)
     assert _differences(empty_pg) == []
     assert _tables(empty_pg) == TABLES | {VERSION_TABLE}
-    assert current(empty_pg) == "0001"
+    assert current(empty_pg) == HEAD
     empty_pg.dispose()
 
 
 def test_upgrade_is_idempotent_and_downgrade_removes_everything(empty_pg: Engine) -> None:
     upgrade(empty_pg)
     upgrade(empty_pg)
-    assert current(empty_pg) == "0001"
+    assert current(empty_pg) == HEAD
     downgrade(empty_pg, "base")
     assert _tables(empty_pg) == {VERSION_TABLE} and current(empty_pg) is None
     upgrade(empty_pg)
@@ -73,13 +80,13 @@ def test_concurrent_upgrades_apply_once(empty_pg: Engine) -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert errors == [] and current(empty_pg) == "0001"
+    assert errors == [] and current(empty_pg) == HEAD
     empty_pg.dispose()
 
 
 def test_upgrade_accepts_a_url(empty_pg: Engine) -> None:
     upgrade(empty_pg.url.render_as_string(hide_password=False))
-    assert current(empty_pg) == "0001"
+    assert current(empty_pg) == HEAD
     empty_pg.dispose()
 
 

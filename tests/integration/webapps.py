@@ -98,11 +98,18 @@ def stack(
 
 
 def engine_env(
-    database_url: str, broker_url: str, *, pythonpath: tuple[Path, ...] = (), **settings: Any
+    database_url: str | None,
+    broker_url: str,
+    *,
+    pythonpath: tuple[Path, ...] = (),
+    **settings: Any,
 ) -> dict[str, str]:
-    """A clean environment with the engine's settings (no ambient WORKFLOW_ENGINE_*)."""
+    """A clean environment with the engine's settings (no ambient WORKFLOW_ENGINE_*);
+    ``database_url=None`` leaves the database to other settings (Django's).
+    """
     env = clean_environment()
-    env["WORKFLOW_ENGINE_DATABASE_URL"] = database_url
+    if database_url is not None:
+        env["WORKFLOW_ENGINE_DATABASE_URL"] = database_url
     env["WORKFLOW_ENGINE_BROKER_URL"] = broker_url
     for key, value in settings.items():
         env[f"WORKFLOW_ENGINE_{key.upper()}"] = str(value)
@@ -113,21 +120,23 @@ def engine_env(
 
 @contextmanager
 def celery_worker(
-    database_url: str,
+    database_url: str | None,
     broker_url: str,
     workdir: Path,
     *,
+    app: str = APP,
     pythonpath: tuple[Path, ...] = (),
     **settings: Any,
 ) -> Iterator[Process]:
     """A real ``celery worker`` on the database and broker, ready when the block starts.
 
     It inherits this process's environment (but no ``WORKFLOW_ENGINE_*``/``CELERY_*``
-    setting of it); ``pythonpath`` adds folders to import from (a Django project's, say).
+    setting of it); ``pythonpath`` adds folders to import from (a Django project's, say), and
+    ``app`` is what ``celery -A`` loads.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
-        sys.executable, "-m", "celery", "-A", APP, "worker", "-c", "2",
+        sys.executable, "-m", "celery", "-A", app, "worker", "-c", "2",
         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
         "-n", f"web-{uuid.uuid4().hex[:6]}@%h",
     ]  # fmt: skip

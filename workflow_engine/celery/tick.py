@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from workflow_engine.celery.context import EngineContext
 from workflow_engine.hosts.support import TickResult, run_maintenance_tick
+from workflow_engine.persistence.sql.tables import maintenance_ticks
 
 # Any fixed 64-bit number works; this one spells "wf-tick".
 TICK_LOCK_KEY = 0x77662D7469636B
@@ -34,12 +36,40 @@ def run_tick(context: EngineContext) -> CeleryTickResult | None:
     with exclusive_tick(context.engine) as acquired:
         if not acquired:
             return None
+        started_at = datetime.now(UTC)
         result = run_maintenance_tick(context.kernel, context.worker_id, context.host_config)
         republished = context.transport.republish_lost_jobs(
             timedelta(seconds=context.settings.republish_after_seconds),
             context.settings.max_republish_per_tick,
         )
-        return CeleryTickResult(**result.model_dump(), republished=republished)
+        outcome = CeleryTickResult(**result.model_dump(), republished=republished)
+        record_tick(context.engine, context.worker_id, started_at, outcome)
+        return outcome
+
+
+def record_tick(
+    engine: Engine, worker_id: str, started_at: datetime, result: CeleryTickResult
+) -> None:
+    """Write the tick to ``maintenance_ticks`` (while the lock is still held)."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(maintenance_ticks).values(
+                id=uuid.uuid4().hex,
+                worker_id=worker_id,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                result=result.model_dump(),
+            )
+        )
+
+
+def last_tick(engine: Engine) -> datetime | None:
+    """When the most recent maintenance tick finished (for health checks)."""
+    with engine.connect() as conn:
+        finished: datetime | None = conn.scalar(
+            sa.select(sa.func.max(maintenance_ticks.c.finished_at))
+        )
+    return finished
 
 
 @contextlib.contextmanager

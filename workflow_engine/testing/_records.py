@@ -60,9 +60,29 @@ def mutable_fields(model: type[BaseModel]) -> tuple[str, ...]:
     return names
 
 
+def _slot_setters() -> tuple[Callable[[Any, Any], None], ...] | None:
+    """The setters of BaseModel's instance slots (faster than ``object.__setattr__``)."""
+    slots = ("__dict__", "__pydantic_extra__", "__pydantic_fields_set__", "__pydantic_private__")
+    descriptors = [vars(BaseModel).get(name) for name in slots]
+    if not all(hasattr(descriptor, "__set__") for descriptor in descriptors):
+        return None
+    return tuple(descriptor.__set__ for descriptor in descriptors)  # type: ignore[union-attr]
+
+
+_SETTERS = _slot_setters()
+_new_object = object.__new__
+
+
 def _new_instance(cls: type[M], values: dict[str, Any], fields_set: set[str]) -> M:
     """An instance of the (extra-forbidding, private-less) record ``cls`` holding ``values``."""
-    instance = cls.__new__(cls)
+    instance = _new_object(cls)
+    if _SETTERS is not None:
+        set_dict, set_extra, set_fields_set, set_private = _SETTERS
+        set_dict(instance, values)
+        set_extra(instance, None)
+        set_fields_set(instance, fields_set)
+        set_private(instance, None)
+        return instance
     _set(instance, "__dict__", values)
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_fields_set__", fields_set)

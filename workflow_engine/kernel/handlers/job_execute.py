@@ -56,7 +56,7 @@ def handle_job_execute(
 
     started = runtime.now()
     row = runtime.transaction(
-        lambda scope: _mark_running(scope, run, node, command.lease_token, started),
+        lambda scope: _mark_running(scope, run, node, command, started),
         causation_id=command.idempotency_key,
     )
     if isinstance(row, JobExecuteResult):
@@ -73,13 +73,16 @@ def _mark_running(
     scope: Scope,
     run: WorkflowRunRecord,
     node: StageNode,
-    lease_token: str | None,
+    command: JobExecute,
     started: datetime,
 ) -> WorkflowStageRecord | JobExecuteResult:
     current = scope.tx.get_run_status(run.id)
     if current != Status.RUNNING:
         status = current.value if current else "deleted"
         return ghost(f"Run {run.id} is {status}, expected RUNNING — ghost job discarded")
+    if _lease_lost(scope, command):
+        return ghost(f"Job {command.job_id} was leased again — stale execution discarded")
+    lease_token = command.lease_token
     stage = node.stage
     row = scope.tx.upsert_stage(
         run.id,
@@ -105,6 +108,14 @@ def _mark_running(
         stage_number=row.stage_number,
     )
     return row
+
+
+def _lease_lost(scope: Scope, command: JobExecute) -> bool:
+    """True when a newer lease took the job over (a worker paused past its lease)."""
+    if command.job_id is None or command.lease_token is None:
+        return False
+    job = scope.runtime.job_transport.get_job(command.job_id)
+    return job is None or job.lease_token != command.lease_token
 
 
 def resolve_input(

@@ -299,3 +299,17 @@ blobs = sa.Table(
     _created_at(),
     _updated_at(),
 )
+
+# One row per maintenance tick that ran (a skipped one writes nothing): when, where, and what it
+# did. Operators read it for health ("when did the last tick run?"); tests prove ticks never
+# overlap.
+maintenance_ticks = sa.Table(
+    "maintenance_ticks",
+    metadata,
+    _id(),
+    sa.Column("worker_id", sa.String(255), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime(), nullable=False),
+    sa.Column("result", JSON_TYPE),
+    sa.Index("ix_maintenance_ticks_started_at", "started_at"),
+)
