@@ -8,7 +8,6 @@ if that transaction commits, and the worker's wake-up is published only after th
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from workflow_engine.persistence.sql.dialect import join_transaction
 from workflow_engine.records import WorkflowRunRecord, WorkflowStageRecord
 from workflow_engine.settings import EngineSettings
 from workflow_engine.status import TERMINAL_RUN_STATUSES, Status
+from workflow_engine.waiting import RunWaiter
 
 logger = logging.getLogger("workflow_engine.client")
 
@@ -137,6 +137,7 @@ class WorkflowClient:
         self.settings = base.model_copy(update=overrides) if overrides else base
         self.app = app or create_celery_app(self.settings)
         self._context: EngineContext = build_context(self.settings, self.app)
+        self._waiter = RunWaiter(self._context.engine, self._context.persistence)
 
     @classmethod
     def from_env(cls) -> WorkflowClient:
@@ -237,23 +238,16 @@ class WorkflowClient:
         return result.deleted_stages
 
     def wait(self, run_id: str, timeout: float = 60.0) -> RunView:
-        """Block until the run is COMPLETED, FAILED or CANCELLED; raise ``TimeoutError``."""
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            status = self._context.persistence.get_run_status(run_id)
-            if status is None:
-                raise RunNotFoundError(run_id)
-            if status in TERMINAL_RUN_STATUSES:
-                return self.get_run(run_id)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"run {run_id} is still {status.value} after {timeout} s")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 0.05)
+        """Block until the run is COMPLETED, FAILED or CANCELLED; raise ``TimeoutError``.
+
+        On Postgres it wakes on the run's ``NOTIFY`` within milliseconds of the end.
+        """
+        self._waiter.wait(run_id, timeout)
+        return self.get_run(run_id)
 
     def close(self) -> None:
         """Release database connections."""
+        self._waiter.close()
         self._context.dispose()
 
 

@@ -61,6 +61,9 @@ def is_retryable(exc: BaseException) -> bool | None:
     return None
 
 
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)  # json.dumps(allow_nan=False), made once
+
+
 def validate_output(stage: Stage[Any, Any, Any], value: Any) -> Any:
     """The output as a JSON-mode value, validated against the stage's output model."""
     model = stage.output_model
@@ -69,7 +72,7 @@ def validate_output(stage: Stage[Any, Any, Any], value: Any) -> Any:
             value = value.model_dump(mode="json", by_alias=True)
         instance = value if isinstance(value, model) else model.model_validate(value)
         dumped = instance.model_dump(mode="json", by_alias=True)
-        json.dumps(dumped, allow_nan=False)  # NaN and Infinity have no JSON form either
+        _STRICT_JSON.encode(dumped)  # NaN and Infinity have no JSON form either
         return dumped
     except ValidationError as exc:
         raise StageOutputError(

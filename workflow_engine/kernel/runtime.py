@@ -172,7 +172,10 @@ class Scope:
         self.tx.after_commit(lambda: setattr(idempotency, "completed", True))
 
 
+# what json.dumps(separators=(",", ":"), ensure_ascii=False, allow_nan=False) uses, made once
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact UTF-8 JSON."""
-    encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return len(encoded.encode())
+    return len(_COMPACT_JSON.encode(value).encode())

@@ -44,7 +44,7 @@ from workflow_engine.records import (
     WorkflowRunRecord,
     WorkflowStageRecord,
 )
-from workflow_engine.status import Status
+from workflow_engine.status import TERMINAL_RUN_STATUSES, Status
 
 __all__ = ["SqlPersistence"]
 
@@ -64,6 +64,10 @@ def _stage(row: AnyRow) -> WorkflowStageRecord:
 
 def _event(row: AnyRow) -> OutboxEventRecord:
     return OutboxEventRecord.model_validate(dict(row._mapping))
+
+
+RUN_FINISHED_CHANNEL = "workflow_engine_run_finished"
+"""Postgres NOTIFY channel on which the id of every run that reaches a terminal state is sent."""
 
 
 class SqlPersistence:
@@ -150,7 +154,20 @@ class SqlPersistence:
         """Change the given fields, bump ``version``; raise ``StaleVersionError`` on mismatch."""
         changes = {**(data or {}), **fields}
         values = check_changes(WorkflowRunRecord, runs, changes, self.max_json_bytes)
-        return _run(self._versioned_update(runs, "WorkflowRun", run_id, expected_version, values))
+        run = _run(self._versioned_update(runs, "WorkflowRun", run_id, expected_version, values))
+        if "status" in changes and run.status in TERMINAL_RUN_STATUSES:
+            self._notify_finished(run_id)
+        return run
+
+    def _notify_finished(self, run_id: str) -> None:
+        """Tell listeners (``WorkflowClient.wait``) the run ended; sent when the change commits."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        with self._db.statement() as conn:
+            conn.execute(
+                sa.text("SELECT pg_notify(:channel, :run_id)"),
+                {"channel": RUN_FINISHED_CHANNEL, "run_id": run_id},
+            )
 
     def _versioned_update(
         self,
