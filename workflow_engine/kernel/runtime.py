@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
+import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,7 +95,7 @@ class Runtime:
         """
 
         def body(tx: Persistence) -> T:
-            scope = Scope(self, tx, causation_id or uuid.uuid4().hex)
+            scope = Scope(self, tx, causation_id or _new_causation_id())
             result = fn(scope)
             scope.write_events()
             if idempotency is not None:
@@ -174,6 +175,18 @@ class Scope:
 
 # what json.dumps(separators=(",", ":"), ensure_ascii=False, allow_nan=False) uses, made once
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# Causation ids need to be unique, not unguessable: a private generator (seeded from os.urandom,
+# and again in a forked child) formats them like uuid.uuid4().hex, several times faster.
+_causation_ids = random.Random()
+os.register_at_fork(after_in_child=_causation_ids.seed)
+_UUID4_KEEP = ~((0xF << 76) | (0xC << 60)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4 << 76) | (0x8 << 60)  # version 4, RFC 4122 variant
+
+
+def _new_causation_id() -> str:
+    return "%032x" % (_causation_ids.getrandbits(128) & _UUID4_KEEP | _UUID4_SET)
 
 
 def json_size(value: Any) -> int:

@@ -12,14 +12,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from workflow_engine.definitions.context import StageContext, StageStorage
 from workflow_engine.definitions.stage import CompletionCheck, Stage, to_timedelta
 from workflow_engine.kernel.commands import StagePollSuspended, StagePollSuspendedResult
 from workflow_engine.kernel.execution import call_user, error_message, validate_output
 from workflow_engine.kernel.outputs import WorkflowContext, store_output
 from workflow_engine.kernel.progress import fail_run
 from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope
-from workflow_engine.kernel.stage_context import ai_factory, parse_config, write_log
+from workflow_engine.kernel.stage_context import build_context, parse_config
 from workflow_engine.records import WorkflowRunRecord, WorkflowStageRecord
 from workflow_engine.status import Status
 
@@ -92,32 +91,16 @@ def _check(
 ) -> CompletionCheck[Any]:
     assert stage.check_completion is not None
     config = parse_config(runtime, stage, row.config or run.config.get(stage.id, {}), row)
-    stages = runtime.persistence.get_stages_by_run(run.id)
-
-    def log(level: Any, message: str, metadata: dict[str, Any]) -> None:
-        write_log(runtime, row, level, message, metadata)
-
-    ctx: StageContext[Any, Any] = StageContext(
+    # No input, and progress goes nowhere: a completion check only reports readiness.
+    ctx = build_context(
+        runtime,
+        run=run,
+        stage=stage,
+        stage_row=row,
         input=None,
         config=config,
-        workflow_context=WorkflowContext(runtime, stages),
-        workflow_run_id=run.id,
-        workflow_id=run.workflow_id,
-        stage_id=stage.id,
-        stage_name=stage.name,
-        stage_number=row.stage_number,
-        stage_record_id=row.id,
-        attempt=row.attempt,
-        resume_state=row.suspended_state,
-        storage=StageStorage(
-            runtime.blob_store,
-            workflow_type=run.workflow_type,
-            workflow_run_id=run.id,
-            stage_id=stage.id,
-        ),
-        log_sink=log,
-        progress_sink=lambda percent, message, details: None,
-        ai_factory=ai_factory(runtime, run, stage.id),
+        workflow_context=WorkflowContext(runtime, runtime.persistence.get_stages_by_run(run.id)),
+        progress_events=[],
     )
     result = call_user(stage.check_completion, dict(row.suspended_state or {}), ctx)
     if not isinstance(result, CompletionCheck):
