@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflow_engine.errors import WorkflowDefinitionError
+from workflow_engine.kernel.events import EVENT_TYPES
 
 EventHandler = Callable[[Mapping[str, Any]], None]
 
@@ -32,6 +33,12 @@ def define_plugin(*, id: str, name: str, on: Iterable[str], handle: EventHandler
         raise WorkflowDefinitionError("A plugin needs an id")
     if not event_types:
         raise WorkflowDefinitionError(f"Plugin {id!r} subscribes to no event types")
+    unknown = [event_type for event_type in event_types if event_type not in EVENT_TYPES]
+    if unknown:
+        raise WorkflowDefinitionError(
+            f"Plugin {id!r} subscribes to unknown event types {', '.join(unknown)}; "
+            f"known: {', '.join(EVENT_TYPES)}"
+        )
     if not callable(handle):
         raise WorkflowDefinitionError(f"Plugin {id!r}: handle must be callable")
     return Plugin(id=id, name=name, on=event_types, handle=handle)

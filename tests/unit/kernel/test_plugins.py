@@ -127,3 +127,8 @@ def test_a_plugin_needs_an_id_and_a_callable_handler():
         define_plugin(id="", name="A", on=["workflow:created"], handle=lambda event: None)
     with pytest.raises(WorkflowDefinitionError, match="handle must be callable"):
         define_plugin(id="a", name="A", on=["workflow:created"], handle="nope")
+
+
+def test_a_plugin_for_an_unknown_event_type_is_rejected_naming_it():
+    with pytest.raises(WorkflowDefinitionError, match="unknown event types stage:complete"):
+        define_plugin(id="typo", name="Typo", on=["stage:complete"], handle=lambda event: None)
