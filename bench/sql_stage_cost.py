@@ -317,9 +317,13 @@ def unfinished_runs(engine: Engine) -> int:
         )
 
 
-def drain(stack: Stack, batch: int = 50) -> tuple[int, int]:
-    """Tick and process jobs until every run is finished; return (stages, ticks)."""
+def drain(stack: Stack, batch: int = 50, stall_s: float = 120) -> tuple[int, int]:
+    """Tick and process jobs until every run is finished; return (stages, ticks).
+
+    Raises if nothing progressed for ``stall_s`` seconds while runs are unfinished.
+    """
     host, stages, ticks = stack.host, 0, 0
+    last_progress = time.monotonic()
     while True:
         with stack.phases.enter("tick"):
             tick = host.run_maintenance_tick()
@@ -331,11 +335,18 @@ def drain(stack: Stack, batch: int = 50) -> tuple[int, int]:
             if done < batch:
                 break
         stages += processed
-        if not processed and not tick.claimed and not unfinished_runs(stack.engine):
+        if processed or tick.claimed:
+            last_progress = time.monotonic()
+            continue
+        left = unfinished_runs(stack.engine)
+        if not left:
             # a last tick so the outbox is flushed as well
             with stack.phases.enter("tick"):
                 host.run_maintenance_tick()
             return stages, ticks + 1
+        if time.monotonic() - last_progress > stall_s:
+            raise RuntimeError(f"no progress for {stall_s} s with {left} runs unfinished")
+        time.sleep(0.001)
 
 
 # -- part 1: counts -----------------------------------------------------------------------------
@@ -554,6 +565,13 @@ def claim_dequeue_latency(url: str, samples: int) -> dict[str, list[float]]:
                 plan = list(conn.exec_driver_sql(f"EXPLAIN {query}").scalars())
                 index = next((line for line in plan if "Index" in line), None)
                 plans[name] = index.strip().split(" on ")[0] + " on " + index.split(" on ")[1].split()[0] if index else "NO INDEX: " + plan[0]
+        with stack.engine.begin() as conn:  # leave no half-done work behind
+            conn.execute(sa.delete(job_queue).where(job_queue.c.workflow_run_id.like("lat-run-%")))
+            conn.execute(
+                sa.delete(workflow_runs).where(
+                    workflow_runs.c.status == sa.literal_column("'RUNNING'")
+                )
+            )
         return {"claim": claim, "dequeue": dequeue, "plans": plans}  # type: ignore[dict-item]
     finally:
         stack.engine.dispose()
@@ -601,10 +619,10 @@ def main() -> None:
         with fresh_database("bench_stage_full") as url:
             seconds = clone_finished(url, args.finished)
             say(f"   loaded {args.finished:,} finished runs in {seconds:.0f} s: {table_sizes(url)}")
-            results["full"] = claim_dequeue_latency(url, args.samples)
             if "2" in args.parts:
                 rate, _, _ = stages_per_second(url, min(args.runs, 500), 1, "full")
                 say(f"   stages/s, 1 process, with the finished runs present: {rate:.1f}")
+            results["full"] = claim_dequeue_latency(url, args.samples)
         for op in ("claim", "dequeue"):
             empty, full = results["empty"][op], results["full"][op]
             ratio = percentile(full, 50) / percentile(empty, 50)

@@ -1,0 +1,1 @@
+"""Example apps: ``flask_app`` and ``django_project`` (see the README)."""

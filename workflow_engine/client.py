@@ -135,6 +135,7 @@ class WorkflowClient:
         }
         base = settings or EngineSettings.from_env()
         self.settings = base.model_copy(update=overrides) if overrides else base
+        self._owns_app = app is None
         self.app = app or create_celery_app(self.settings)
         self._context: EngineContext = build_context(self.settings, self.app)
         self._waiter = RunWaiter(self._context.engine, self._context.persistence)
@@ -246,9 +247,11 @@ class WorkflowClient:
         return self.get_run(run_id)
 
     def close(self) -> None:
-        """Release database connections."""
+        """Release database connections, and the broker's if the client made its Celery app."""
         self._waiter.close()
         self._context.dispose()
+        if self._owns_app:
+            self.app.close()
 
 
 # -- joining the caller's transaction -------------------------------------------------------------

@@ -1,6 +1,11 @@
-"""The ``workflow-engine`` command, run as a subprocess against real Postgres (and, for runs
-that must finish, a real Celery worker): each command's output and exit code, and one-line
-errors with a non-zero exit for bad arguments.
+"""The ``workflow-engine`` command against real Postgres (and, for runs that must finish, a
+real Celery worker): each command's output and exit code, and one-line errors with a non-zero
+exit for bad arguments.
+
+Every command runs at least once as a subprocess (``workflow-engine ...``, exactly as a user
+types it). Starting an interpreter that loads Celery and SQLAlchemy costs about a second, so
+the variations of a command (``--json``, other filters, more bad arguments) run in-process
+through click's ``CliRunner``, on the same settings and database.
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 from tests.e2e.harness import Process
 from tests.integration.webapps import Stack, engine_env, fresh_database, poll, stack
+from workflow_engine.cli.main import cli as engine_cli
 
 __all__ = ["stack"]  # fixtures
 
@@ -33,15 +41,23 @@ SLOW_DOCUMENT = [
 ]
 
 
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 class Cli:
-    """Runs ``workflow-engine`` with the engine's settings in a clean environment."""
+    """``workflow-engine`` with the engine's settings: as a subprocess (``run``, ``many``) or
+    in-process (``call``)."""
 
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
         self.env = env
         self.cwd = cwd
 
-    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    def run(self, *args: str, timeout: float = 60) -> Result:
+        done = subprocess.run(
             [WORKFLOW_ENGINE, *args],
             env=self.env,
             cwd=self.cwd,
@@ -50,20 +66,35 @@ class Cli:
             timeout=timeout,
             check=False,
         )
+        return Result(done.returncode, done.stdout, done.stderr)
 
-    def ok(self, *args: str, timeout: float = 60) -> str:
-        """Run a command that must succeed; return its output."""
-        done = self(*args, timeout=timeout)
-        assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stderr}"
-        return done.stdout
+    def many(self, commands: Sequence[Sequence[str]]) -> list[Result]:
+        """Independent subprocesses at once."""
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return list(pool.map(lambda args: self.run(*args), commands))
+
+    def call(self, *args: str) -> Result:
+        settings = {key: value for key, value in self.env.items() if key.startswith("WORKFLOW_")}
+        result = CliRunner().invoke(engine_cli, list(args), env=settings, catch_exceptions=False)
+        return Result(result.exit_code, result.stdout, result.stderr)
 
     def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "--json"))
+        return json.loads(ok(self.call(*args, "--json")))
 
-    def many(self, commands: Sequence[Sequence[str]]) -> list[subprocess.CompletedProcess[str]]:
-        """Run independent commands at once (each is a new interpreter: ~1 s)."""
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            return list(pool.map(lambda args: self(*args), commands))
+
+def ok(result: Result) -> str:
+    """The output of a command that must have succeeded."""
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def one_line_error(result: Result) -> str:
+    """The error of a failed command, checked to be a single ``Error: ...`` line."""
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -81,122 +112,96 @@ def blank_cli(database_url: str, tmp_path: Path) -> Iterator[Cli]:
         yield Cli(env, tmp_path)
 
 
-def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
-    """The error of a failed command, checked to be a single ``Error: ...`` line."""
-    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
-    assert done.stdout == ""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
-    return lines[0]
-
-
 def test_db_upgrade_makes_the_schema_and_the_read_commands_work(blank_cli: Cli) -> None:
-    missing = one_line_error(blank_cli("runs", "list"))
+    missing = one_line_error(blank_cli.run("runs", "list"))
     assert "tables are missing" in missing and "workflow-engine db upgrade" in missing
 
-    first = blank_cli.ok("db", "upgrade")
-    again = blank_cli.ok("db", "upgrade")  # safe to run again
+    upgraded = ok(blank_cli.run("db", "upgrade"))
 
-    assert first.startswith("schema is up to date on postgresql+psycopg://")
-    assert again == first
-    listing, as_json, dlq, dlq_json, replay, tick = blank_cli.many(
-        [
-            ["runs", "list"],
-            ["runs", "list", "--json"],
-            ["dlq", "list"],
-            ["dlq", "list", "--json"],
-            ["dlq", "replay"],
-            ["tick", "--json"],
-        ]
+    assert upgraded.startswith("schema is up to date on postgresql+psycopg://")
+    assert ok(blank_cli.call("db", "upgrade")) == upgraded  # safe to run again
+    listing, dlq, replay, tick = blank_cli.many(
+        [["runs", "list"], ["dlq", "list"], ["dlq", "replay"], ["tick"]]
     )
-    assert (listing.returncode, listing.stdout) == (0, "no runs\n")
-    assert json.loads(as_json.stdout) == []
-    assert dlq.stdout == "the DLQ is empty\n"
-    assert json.loads(dlq_json.stdout) == []
-    assert replay.stdout == "replayed 0 event(s)\n"
-    assert json.loads(tick.stdout)["claimed"] == 0
+    assert ok(listing) == "no runs\n"
+    assert ok(dlq) == "the DLQ is empty\n"
+    assert ok(replay) == "replayed 0 event(s)\n"
+    assert ok(tick).split()[:2] == ["claimed", "0"]
+    assert blank_cli.json("runs", "list") == []
+    assert blank_cli.json("dlq", "list") == []
+    assert blank_cli.json("tick")["claimed"] == 0
 
 
 def test_a_run_created_from_the_cli_is_watched_until_it_completes(cli: Cli) -> None:
-    run_id = cli.ok("runs", "create", "noop-chain", "--input", '{"n": 1}').strip()
+    run_id = ok(cli.run("runs", "create", "noop-chain", "--input", '{"n": 1}')).strip()
 
-    watched = cli.ok("runs", "watch", run_id, "--timeout", "30", "--interval", "0.1")
+    watched = ok(cli.run("runs", "watch", run_id, "--timeout", "30", "--interval", "0.1"))
 
     lines = watched.splitlines()
     assert lines[-1] == f"run {run_id} COMPLETED"
     assert {"one", "two", "three"} <= {line.split()[2] for line in lines[:-1]}
-    shown = cli.json("runs", "show", run_id)
-    assert shown["status"] == "COMPLETED" and shown["output"] == {"n": 4}
-    human, completed, by_workflow, streamed = cli.many(
-        [
-            ["runs", "show", run_id],
-            ["runs", "list", "--status", "completed", "--json"],
-            ["runs", "list", "--workflow", "noop-chain"],
-            ["runs", "watch", run_id, "--json"],
-        ]
-    )
-    assert "status    COMPLETED" in human.stdout
-    assert [row.split()[1:3] for row in human.stdout.splitlines() if row[:1].isdigit()] == [
+    human = ok(cli.run("runs", "show", run_id))
+    assert "status    COMPLETED" in human
+    assert [row.split()[1:3] for row in human.splitlines() if row[:1].isdigit()] == [
         ["one", "COMPLETED"],
         ["two", "COMPLETED"],
         ["three", "COMPLETED"],
     ]
-    assert run_id in {run["id"] for run in json.loads(completed.stdout)}
-    assert run_id in by_workflow.stdout.split()
-    events = [json.loads(line) for line in streamed.stdout.splitlines()]
-    assert events[-1]["id"] == run_id and events[-1]["status"] == "COMPLETED"
+    shown = cli.json("runs", "show", run_id)
+    assert shown["status"] == "COMPLETED" and shown["output"] == {"n": 4}
+    assert run_id in {run["id"] for run in cli.json("runs", "list", "--status", "completed")}
+    assert run_id in ok(cli.call("runs", "list", "--workflow", "noop-chain")).split()
+    streamed = ok(cli.call("runs", "watch", run_id, "--json")).splitlines()
+    assert json.loads(streamed[-1])["status"] == "COMPLETED"
+    assert {json.loads(line)["stage_id"] for line in streamed[:-1]} == {"one", "two", "three"}
 
-    rerun = cli.ok("runs", "rerun", run_id, "--from", "two")
+    rerun = ok(cli.run("runs", "rerun", run_id, "--from", "two"))
 
     assert rerun.strip() == f"rerunning {run_id} from two (reset: two, three)"
-    assert cli.ok("runs", "watch", run_id, "--timeout", "30").splitlines()[-1].endswith("COMPLETED")
+    again = ok(cli.call("runs", "watch", run_id, "--timeout", "30", "--interval", "0.1"))
+    assert again.splitlines()[-1] == f"run {run_id} COMPLETED"
 
 
 def test_a_run_is_cancelled_from_the_cli(cli: Cli) -> None:
-    created = cli.json("runs", "create", "document-processing", *SLOW_DOCUMENT)
-    run_id = created["workflow_run_id"]
+    run_id = cli.json("runs", "create", "document-processing", *SLOW_DOCUMENT)["workflow_run_id"]
 
-    cancelled = cli.ok("runs", "cancel", run_id, "--reason", "not needed")
+    cancelled = ok(cli.run("runs", "cancel", run_id, "--reason", "not needed"))
 
     assert cancelled.strip() == f"cancelled {run_id}"
     assert cli.json("runs", "show", run_id)["status"] == "CANCELLED"
-    again, watched = cli.many([["runs", "cancel", run_id], ["runs", "watch", run_id]])
-    assert "already finished" in one_line_error(again)
+    assert "already finished" in one_line_error(cli.call("runs", "cancel", run_id))
+    watched = cli.call("runs", "watch", run_id)
     assert watched.returncode == 1 and watched.stdout.splitlines()[-1].endswith("CANCELLED")
 
 
 def test_bad_arguments_get_a_one_line_error_and_a_non_zero_exit(cli: Cli) -> None:
-    finished = cli.ok("runs", "create", "noop-chain").strip()
-    cli.ok("runs", "watch", finished, "--timeout", "30")
+    finished = ok(cli.call("runs", "create", "noop-chain")).strip()
+    ok(cli.call("runs", "watch", finished, "--timeout", "30", "--interval", "0.1"))
+    unknown_run, unknown_stage = cli.many(
+        [["runs", "show", "nope"], ["runs", "rerun", finished, "--from", "nope"]]
+    )
+    assert one_line_error(unknown_run) == "Error: WorkflowRun nope not found"
+    assert one_line_error(unknown_stage) == "Error: Stage nope not found in workflow noop-chain"
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/x"
     commands = [
         ("WorkflowRun nope not found", ["runs", "show", "nope", "--json"]),
         ("WorkflowRun nope not found", ["runs", "cancel", "nope"]),
         ("WorkflowRun nope not found", ["runs", "rerun", "nope", "--from", "one"]),
         ("WorkflowRun nope not found", ["runs", "watch", "nope"]),
-        (
-            "Stage nope not found in workflow noop-chain",
-            ["runs", "rerun", finished, "--from", "nope"],
-        ),
         ("Workflow nope not found in registry", ["runs", "create", "nope"]),
         ("Invalid workflow input: n:", ["runs", "create", "noop-chain", "--input", '{"n": "x"}']),
-        (
-            "cannot use the database postgresql+psycopg://postgres@127.0.0.1:1/x",
-            ["--database-url", "postgresql+psycopg://postgres@127.0.0.1:1/x", "runs", "list"],
-        ),
+        (f"cannot use the database {unreachable}", ["--database-url", unreachable, "runs", "list"]),
         ("invalid settings: database_url", ["--database-url", "mysql://x/y", "runs", "list"]),
     ]
-    results = cli.many([args for _, args in commands])
-    for (expected, args), done in zip(commands, results, strict=True):
-        assert expected in one_line_error(done), args
-    usage = cli.many(
-        [
-            ["runs", "create", "noop-chain", "--input", "not json"],
-            ["runs", "list", "--status", "NOPE"],
-        ]
-    )
-    for done in usage:  # click's usage errors: exit 2, a hint, no traceback
-        assert done.returncode == 2, done.stderr
-        assert "Error:" in done.stderr and "Traceback" not in done.stderr
+    for expected, args in commands:
+        assert expected in one_line_error(cli.call(*args)), args
+    for args in (
+        ["runs", "create", "noop-chain", "--input", "not json"],
+        ["runs", "list", "--status", "NOPE"],
+        ["runs", "rerun", finished],
+    ):  # click's usage errors: exit 2 and a hint
+        usage = cli.call(*args)
+        assert usage.returncode == 2 and "Error:" in usage.stderr, args
 
 
 def test_the_process_host_worker_runs_runs_and_stops_on_sigterm(
@@ -206,7 +211,7 @@ def test_the_process_host_worker_runs_runs_and_stops_on_sigterm(
         env = engine_env(db, "", broker_dir=tmp_path / "broker")
         del env["WORKFLOW_ENGINE_BROKER_URL"]
         cli = Cli(env, tmp_path)
-        run_id = cli.ok("runs", "create", "noop-chain", "--input", '{"n": 5}').strip()
+        run_id = ok(cli.call("runs", "create", "noop-chain", "--input", '{"n": 5}')).strip()
         worker = Process(
             "process-host",
             [WORKFLOW_ENGINE, "worker", "--tick-interval", "0.2"],
@@ -228,15 +233,16 @@ def test_the_process_host_worker_runs_runs_and_stops_on_sigterm(
 
 
 def test_help_lists_every_command(cli: Cli) -> None:
-    top, runs = cli.many([["--help"], ["runs", "--help"]])
+    top = ok(cli.run("--help"))
     for name in ("db", "runs", "dlq", "tick", "worker", "demo"):
-        assert f"  {name} " in top.stdout, name
+        assert f"  {name} " in top, name
+    runs = ok(cli.call("runs", "--help"))
     for name in ("list", "show", "create", "cancel", "rerun", "watch"):
-        assert f"  {name} " in runs.stdout, name
+        assert f"  {name} " in runs, name
 
 
 def run_status(database_url: str, run_id: str) -> str | None:
-    """The run's status, read straight from the database (cheaper than a CLI call)."""
+    """The run's status, read straight from the database."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:

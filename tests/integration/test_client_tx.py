@@ -30,7 +30,6 @@ def client(engine_db: str, broker_url: str) -> Iterator[WorkflowClient]:
     client = WorkflowClient(settings)
     yield client
     client.close()
-    client.app.close()
 
 
 @pytest.fixture
@@ -161,3 +160,14 @@ def test_a_connection_on_another_database_is_refused(
             client.create_run("noop-chain", {}, connection=conn)
     finally:
         other.dispose()
+
+
+@pytest.mark.integration
+def test_a_connection_in_autocommit_mode_is_refused(
+    client: WorkflowClient, app_engine: Engine
+) -> None:
+    with app_engine.connect() as conn:
+        autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with pytest.raises(ValueError, match="AUTOCOMMIT"):
+            client.create_run("noop-chain", {}, connection=autocommit)
+    assert count_rows(app_engine, "workflow_runs") == 0

@@ -126,3 +126,31 @@ def test_unknown_runs_and_bad_input_get_json_errors(http: FlaskClient) -> None:
     assert bad.status_code == 400
     assert "Invalid workflow input" in bad.get_json()["error"]
     assert http.post("/runs", json={"workflow": "nope"}).status_code == 400
+
+
+def test_the_extension_reads_app_config_and_registers_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workflow_engine.contrib.flask import WorkflowEngine, settings_from_config
+
+    monkeypatch.delenv("WORKFLOW_ENGINE_DATABASE_URL", raising=False)
+    app = Flask("configured")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI="postgresql+psycopg://app@db/app",
+        WORKFLOW_ENGINE_BROKER_URL="redis://broker:6379/3",
+        WORKFLOW_ENGINE_QUEUE="flask-queue",
+        WORKFLOW_ENGINE_TICK_INTERVAL_SECONDS=2,
+    )
+    extension = WorkflowEngine()
+    extension.init_app(app)  # the application-factory way
+
+    with app.app_context():
+        settings = extension.settings
+        assert app.extensions["workflow_engine"].settings is settings
+    assert settings.database_url == "postgresql+psycopg://app@db/app"  # the app's database
+    assert (settings.broker_url, settings.queue) == ("redis://broker:6379/3", "flask-queue")
+    assert settings.tick_interval_seconds == 2
+    explicit = settings_from_config({"WORKFLOW_ENGINE_DATABASE_URL": "sqlite:///x.db"})
+    assert explicit.database_url == "sqlite:///x.db"
+    with pytest.raises(RuntimeError, match="init_app"), Flask("other").app_context():
+        _ = extension.client

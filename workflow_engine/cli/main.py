@@ -58,10 +58,13 @@ def explain(error: Exception, settings: EngineSettings | None) -> str | None:
 
 
 def _client(ctx: click.Context) -> Any:
+    """A client on the settings, closed (its connections released) when the command ends."""
     from workflow_engine.client import WorkflowClient
 
     settings: EngineSettings = ctx.obj
-    return WorkflowClient(settings)
+    client = WorkflowClient(settings)
+    ctx.call_on_close(client.close)
+    return client
 
 
 def _json_option(fn: Any) -> Any:

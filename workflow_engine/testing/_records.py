@@ -104,10 +104,14 @@ def copy_record(record: M) -> M:
     names = _MUTABLE_FIELDS.get(cls)
     for name in mutable_fields(cls) if names is None else names:
         value = values[name]
+        if value is None:
+            continue
         kind = type(value)
         if kind is FlatDict:
             value = dict(value)
-        elif kind is dict or kind is list or kind is FlatList:
+        elif kind is FlatList:
+            value = list(value)
+        elif kind is dict or kind is list:
             value = copy_json(value)
         else:
             continue
@@ -213,9 +217,16 @@ def _exact_types(annotation: Any) -> frozenset[type]:
     return frozenset(exact)
 
 
-@cache
-def _field_check(model: type[BaseModel], name: str) -> _FieldCheck:
-    return _FieldCheck(model, name)
+_FIELD_CHECKS: dict[type[BaseModel], dict[str, _FieldCheck]] = {}
+
+
+def _field_checks(model: type[BaseModel]) -> dict[str, _FieldCheck]:
+    checks = _FIELD_CHECKS.get(model)
+    if checks is None:
+        checks = _FIELD_CHECKS[model] = {
+            name: _FieldCheck(model, name) for name in model.__pydantic_fields__
+        }
+    return checks
 
 
 def validated_update(
@@ -224,9 +235,10 @@ def validated_update(
     """A copy of ``record`` with ``changes`` validated field by field (names must be fields);
     the values of the ``stored_json`` fields come from :func:`store_json`."""
     model = type(record)
+    checks = _field_checks(model)
     values = record.__dict__.copy()
     for name, value in changes.items():
-        values[name] = _field_check(model, name).validate(value, name in stored_json)
+        values[name] = checks[name].validate(value, name in stored_json)
     fields_set = set(record.__pydantic_fields_set__)
     fields_set.update(changes)
     return _new_instance(model, values, fields_set)

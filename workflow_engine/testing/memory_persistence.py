@@ -37,7 +37,7 @@ from workflow_engine.records import (
     WorkflowStageRecord,
 )
 from workflow_engine.status import Status
-from workflow_engine.testing._json import store_json
+from workflow_engine.testing._json import FlatList, store_json
 from workflow_engine.testing._records import (
     build_record,
     copy_record,
@@ -785,6 +785,7 @@ class InMemoryWorkflowPersistence:
                 "occurred_at": event.occurred_at,
             },
         )
+        record.__dict__["delivered_plugins"] = FlatList()  # not yet shared: stored form of []
         self._put(self._outbox, record.id, record)
         return record
 
@@ -857,7 +858,8 @@ class InMemoryWorkflowPersistence:
         with self._lock:
             event = self._require_event(event_id)
             if plugin_id not in event.delivered_plugins:
-                self._set_event(event, delivered_plugins=[*event.delivered_plugins, plugin_id])
+                plugins = FlatList([*event.delivered_plugins, plugin_id])
+                self._set_event(event, delivered_plugins=plugins)
 
     def increment_outbox_retry_count(self, event_id: str) -> int:
         """Count one failed delivery, release the claim, and return the new count."""

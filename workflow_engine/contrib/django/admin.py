@@ -55,12 +55,15 @@ class ReadOnlyAdminMixin:
     """No add, change or delete: the engine owns the rows."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Runs are created by the client, never in the admin."""
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Rows change only through kernel commands (view permission still shows them)."""
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """The engine's retention deletes old rows."""
         return False
 
 
