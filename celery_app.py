@@ -5,7 +5,6 @@ schedule (the maintenance tick) is in ``beat_schedule.py``.
 """
 
 from beat_schedule import beat_schedule
-
 from workflow_engine.celery import create_celery_app
 
 app = create_celery_app()
