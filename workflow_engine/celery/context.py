@@ -44,11 +44,11 @@ def build_context(settings: EngineSettings, app: Celery) -> EngineContext:
     clock = SystemClock()
     engine = database_engine(settings)
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
-    publisher = Publisher(app, settings.queue)
     eta_max_delay = timedelta(seconds=settings.eta_max_delay_seconds)
     transport = CeleryJobTransport(
         engine,
-        publisher,
+        app,
+        queue=settings.queue,
         clock=clock,
         worker_id=worker_id,
         default_max_attempts=settings.max_attempts,
@@ -61,7 +61,9 @@ def build_context(settings: EngineSettings, app: Celery) -> EngineContext:
         persistence=persistence,
         job_transport=transport,
         clock=clock,
-        scheduler=CeleryScheduler(publisher, clock, eta_max_delay),
+        scheduler=CeleryScheduler(
+            app, queue=settings.queue, clock=clock, eta_max_delay=eta_max_delay
+        ),
     )
     config = host_config(settings)
     return EngineContext(
@@ -69,7 +71,7 @@ def build_context(settings: EngineSettings, app: Celery) -> EngineContext:
         engine=engine,
         persistence=persistence,
         transport=transport,
-        publisher=publisher,
+        publisher=transport.publisher,
         kernel=kernel,
         host_config=config,
         lease_keeper=LeaseKeeper(transport, config.job_heartbeat_interval_ms),

@@ -10,6 +10,7 @@ from celery import Celery
 
 logger = logging.getLogger("workflow_engine.celery")
 
+DEFAULT_QUEUE = "workflow_engine"
 EXECUTE_JOB = "workflow_engine.execute_job"
 CLAIM_PENDING = "workflow_engine.claim_pending"
 POLL_SUSPENDED = "workflow_engine.poll_suspended"

@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from workflow_engine.celery.publisher import Publisher
-from workflow_engine.clock import Clock
+from celery import Celery
+
+from workflow_engine.celery.publisher import DEFAULT_QUEUE, Publisher
+from workflow_engine.clock import Clock, SystemClock
 
 
 class CeleryScheduler:
@@ -19,9 +21,16 @@ class CeleryScheduler:
     visibility timeout.
     """
 
-    def __init__(self, publisher: Publisher, clock: Clock, eta_max_delay: timedelta) -> None:
-        self.publisher = publisher
-        self.clock = clock
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        clock: Clock | None = None,
+        eta_max_delay: timedelta = timedelta(minutes=10),
+    ) -> None:
+        self.publisher = Publisher(app, queue)
+        self.clock: Clock = clock or SystemClock()
         self.eta_max_delay = eta_max_delay
 
     def schedule(

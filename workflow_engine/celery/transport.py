@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from celery import Celery
 from sqlalchemy.engine import Engine
 
-from workflow_engine.celery.publisher import Publisher
+from workflow_engine.celery.publisher import DEFAULT_QUEUE, Publisher
 from workflow_engine.clock import Clock
 from workflow_engine.persistence.sql import SqlJobQueue
 from workflow_engine.persistence.sql.tables import job_queue
@@ -30,8 +31,9 @@ class CeleryJobTransport(SqlJobQueue):
     def __init__(
         self,
         engine: Engine,
-        publisher: Publisher,
+        app: Celery,
         *,
+        queue: str = DEFAULT_QUEUE,
         clock: Clock | None = None,
         worker_id: str | None = None,
         default_max_attempts: int = 3,
@@ -40,7 +42,7 @@ class CeleryJobTransport(SqlJobQueue):
         super().__init__(
             engine, clock=clock, worker_id=worker_id, default_max_attempts=default_max_attempts
         )
-        self.publisher = publisher
+        self.publisher = Publisher(app, queue)
         self.eta_max_delay = eta_max_delay
 
     def enqueue_parallel(
