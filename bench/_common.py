@@ -215,3 +215,48 @@ def flush_redis_db(url: str) -> None:
         client.flushdb()
     finally:
         client.close()
+
+
+# -- CPU accounting -----------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()  # fields from the 3rd ("state") on
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU of these processes so far (gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
+
+
+def process_group(pgid: int) -> list[int]:
+    """Pids of the live processes in a process group (a worker and its pool children)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and int(fields[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def postgres_backends(engine: Any, database: str) -> list[int]:
+    """Pids of the server processes connected to ``database``."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return list(
+            conn.scalars(
+                sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :db"), {"db": database}
+            )
+        )

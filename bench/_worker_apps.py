@@ -4,7 +4,8 @@
   result backend, so the caller can wait on a chain's result). ``BENCH_CHAIN_REDIS_URL``.
 - ``engine_app`` (looked up lazily): ``workflow_engine.celery.default_app.app`` with a cProfile
   hook in each pool child when ``BENCH_PROFILE_DIR`` is set (one ``.prof`` file per child,
-  written when the child shuts down). Without the variable it is exactly the default app.
+  written when the child shuts down; ``BENCH_PROFILE_TIMER=cpu`` counts CPU time instead of
+  wall time). Without the variable it is exactly the default app.
 
 Started by the benchmark as ``celery -A _worker_apps:chain_app worker`` with ``bench/`` on
 ``PYTHONPATH``.
@@ -52,8 +53,11 @@ def _start_profile(**_: Any) -> None:
     if _profile_dir() is None:
         return
     import cProfile
+    import time
 
-    _profiler = cProfile.Profile()
+    # BENCH_PROFILE_TIMER=cpu: count CPU time only (where the worker burns CPU, not waits).
+    timer = time.process_time if os.environ.get("BENCH_PROFILE_TIMER") == "cpu" else None
+    _profiler = cProfile.Profile(timer) if timer else cProfile.Profile()
     _profiler.enable()
 
 

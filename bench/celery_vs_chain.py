@@ -15,6 +15,7 @@ throughput ≥ 0.5x). The processes, the database and the Redis dbs are cleaned 
 
     python bench/celery_vs_chain.py [--runs 200] [--concurrent 1000] [--quick]
     BENCH_PROFILE=1 ...   # also cProfile our worker's pool children (top functions printed)
+    BENCH_PROFILE=1 BENCH_PROFILE_TIMER=cpu ...   # the same, counting CPU time only
 
 Environment: BENCH_PG_URL (admin URL, default the services' Postgres on 5439),
 BENCH_REDIS_URL (default redis://127.0.0.1:6390), BENCH_CHAIN_DB / BENCH_ENGINE_DB (Redis db
@@ -37,14 +38,17 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     REDIS_URL,
     REPO,
     celery_worker_command,
+    cpu_seconds,
     describe_machine,
     flush_redis_db,
     fresh_database,
     percentile,
+    postgres_backends,
+    process_group,
     say,
     subprocess_running,
 )
@@ -86,9 +90,8 @@ def worker_env(**extra: str) -> dict[str, str]:
 # -- (a) the raw Celery chain -------------------------------------------------------------------
 def bench_chain(runs: int, concurrent: int, warmup: int) -> Figures:
     os.environ["BENCH_CHAIN_REDIS_URL"] = CHAIN_REDIS
-    from celery import chain
-
     import _worker_apps
+    from celery import chain
 
     app = _worker_apps.chain_app
     noop = _worker_apps.noop
@@ -100,7 +103,7 @@ def bench_chain(runs: int, concurrent: int, warmup: int) -> Figures:
         return chain(noop.s(0), noop.s(), noop.s()).apply_async()
 
     try:
-        with subprocess_running(command, env=env, log_path=LOG_DIR / "chain-worker.log"):
+        with subprocess_running(command, env=env, log_path=LOG_DIR / "chain-worker.log") as worker:
             first = one_chain()
             assert first.get(timeout=60) == 3, "the chain worker did not answer"
             for _ in range(warmup):
@@ -113,11 +116,15 @@ def bench_chain(runs: int, concurrent: int, warmup: int) -> Figures:
                 latencies.append((time.perf_counter() - started) * 1000)
                 assert result == 3
 
+            worker_pids = process_group(worker.pid)
+            cpu_before = cpu_seconds(worker_pids), time.process_time()
             started = time.perf_counter()
             results = [one_chain() for _ in range(concurrent)]
             published = time.perf_counter() - started
             values = [r.get(timeout=300) for r in results]
             elapsed = time.perf_counter() - started
+            worker_cpu = cpu_seconds(worker_pids) - cpu_before[0]
+            client_cpu = time.process_time() - cpu_before[1]
             assert values == [3] * concurrent
             for r in results:
                 r.forget()
@@ -125,7 +132,14 @@ def bench_chain(runs: int, concurrent: int, warmup: int) -> Figures:
         app.close()
         flush_redis_db(CHAIN_REDIS)
     return Figures(
-        latencies, concurrent / elapsed, concurrent, elapsed, {"publish_s": published}
+        latencies,
+        concurrent / elapsed,
+        concurrent,
+        elapsed,
+        {
+            "publish_s": published,
+            "cpu": {"worker": worker_cpu / concurrent, "client": client_cpu / concurrent},
+        },
     )
 
 
@@ -144,6 +158,7 @@ def bench_engine(runs: int, concurrent: int, warmup: int, profile_dir: str | Non
         )
         if profile_dir:
             env["BENCH_PROFILE_DIR"] = profile_dir
+            env["BENCH_PROFILE_TIMER"] = os.environ.get("BENCH_PROFILE_TIMER", "")
             app_name = "_worker_apps:engine_app"
         else:
             app_name = "workflow_engine.celery.default_app"
@@ -155,7 +170,9 @@ def bench_engine(runs: int, concurrent: int, warmup: int, profile_dir: str | Non
         )
         client = WorkflowClient(settings)
         try:
-            with subprocess_running(command, env=env, log_path=LOG_DIR / "engine-worker.log"):
+            with subprocess_running(
+                command, env=env, log_path=LOG_DIR / "engine-worker.log"
+            ) as worker:
                 run_id = client.create_run(WORKFLOW, {"n": 0})
                 view = client.wait(run_id, timeout=60)
                 assert view.status == "COMPLETED", view
@@ -172,6 +189,11 @@ def bench_engine(runs: int, concurrent: int, warmup: int, profile_dir: str | Non
                     assert view.status == "COMPLETED", view
                     run_ids.append(run_id)
 
+                worker_pids = process_group(worker.pid)
+                database = sa.engine.make_url(db_url).database or ""
+                backends = postgres_backends(client.context.engine, database)
+                pg_before = {pid: cpu_seconds([pid]) for pid in backends}
+                cpu_before = cpu_seconds(worker_pids), time.process_time()
                 started = time.perf_counter()
                 batch = [client.create_run(WORKFLOW, {"n": 0}) for _ in range(concurrent)]
                 created = time.perf_counter() - started
@@ -179,6 +201,10 @@ def bench_engine(runs: int, concurrent: int, warmup: int, profile_dir: str | Non
                     view = client.wait(run_id, timeout=600)
                     assert view.status == "COMPLETED", view
                 elapsed = time.perf_counter() - started
+                worker_cpu = cpu_seconds(worker_pids) - cpu_before[0]
+                client_cpu = time.process_time() - cpu_before[1]
+                backends = postgres_backends(client.context.engine, database)
+                pg_cpu = sum(cpu_seconds([pid]) - pg_before.get(pid, 0) for pid in backends)
 
             engine = client.context.engine
             with engine.connect() as conn:
@@ -186,9 +212,7 @@ def bench_engine(runs: int, concurrent: int, warmup: int, profile_dir: str | Non
                 db_ms = [
                     float(ms)
                     for ms in conn.scalars(
-                        sa.select(workflow_runs.c.duration).where(
-                            workflow_runs.c.id.in_(run_ids)
-                        )
+                        sa.select(workflow_runs.c.duration).where(workflow_runs.c.id.in_(run_ids))
                     )
                 ]
                 total_runs = 1 + warmup + runs + concurrent
@@ -206,8 +230,12 @@ def bench_engine(runs: int, concurrent: int, warmup: int, profile_dir: str | Non
                         sa.select(sa.func.count()).where(job_queue.c.attempt > 1)
                     ),
                 }
-            expected = {"runs completed": total_runs, "stages completed": 3 * total_runs,
-                        "jobs completed": 3 * total_runs, "jobs attempted twice": 0}
+            expected = {
+                "runs completed": total_runs,
+                "stages completed": 3 * total_runs,
+                "jobs completed": 3 * total_runs,
+                "jobs attempted twice": 0,
+            }
             if counts != expected:
                 say(f"WARNING: database counts {counts} differ from {expected}")
         finally:
@@ -220,10 +248,20 @@ def bench_engine(runs: int, concurrent: int, warmup: int, profile_dir: str | Non
         elapsed,
         {
             "create_s": created,
+            "cpu": {
+                "worker": worker_cpu / concurrent,
+                "client": client_cpu / concurrent,
+                "postgres": pg_cpu / concurrent,
+            },
             "db_p50": percentile(db_ms, 50),
             "db_p99": percentile(db_ms, 99),
         },
     )
+
+
+def cpu_line(figures: Figures) -> str:
+    parts = [f"{name} {seconds * 1000:.1f} ms" for name, seconds in figures.extra["cpu"].items()]
+    return ", ".join(parts) + " (Redis not counted)"
 
 
 def print_profile(profile_dir: str, top: int = 25) -> None:
@@ -265,21 +303,28 @@ def main() -> None:
             f"({args.concurrent} in {chain_figures.elapsed_s:.2f} s; "
             f"publishing took {chain_figures.extra['publish_s']:.2f} s)"
         )
+        say(f"  CPU per chain during the throughput run: {cpu_line(chain_figures)}")
     if args.only != "chain":
         say("\n(b) workflow_engine `noop-chain` (3 stages) on celery worker -c 2, Postgres state")
-        profile_dir = tempfile.mkdtemp(prefix="bench-prof-") if os.environ.get("BENCH_PROFILE") else None
+        profile_dir = (
+            tempfile.mkdtemp(prefix="bench-prof-") if os.environ.get("BENCH_PROFILE") else None
+        )
         engine_figures = bench_engine(args.runs, args.concurrent, warmup, profile_dir)
-        say(f"  latency  p50 {engine_figures.p50:7.2f} ms   p99 {engine_figures.p99:7.2f} ms"
-            "   (create_run → wait() returns COMPLETED)")
+        say(
+            f"  latency  p50 {engine_figures.p50:7.2f} ms   p99 {engine_figures.p99:7.2f} ms"
+            "   (create_run → wait() returns COMPLETED)"
+        )
         say(
             f"  run duration recorded in the database (created_at → completed_at): "
-            f"p50 {engine_figures.extra['db_p50']:.0f} ms, p99 {engine_figures.extra['db_p99']:.0f} ms"
+            f"p50 {engine_figures.extra['db_p50']:.0f} ms, "
+            f"p99 {engine_figures.extra['db_p99']:.0f} ms"
         )
         say(
             f"  throughput {engine_figures.throughput:7.1f} runs/s "
             f"({args.concurrent} in {engine_figures.elapsed_s:.2f} s; "
             f"creating them took {engine_figures.extra['create_s']:.2f} s)"
         )
+        say(f"  CPU per run during the throughput run: {cpu_line(engine_figures)}")
         if profile_dir:
             print_profile(profile_dir)
     if chain_figures and engine_figures:
@@ -290,9 +335,7 @@ def main() -> None:
             f"  our p50 / chain p50           = {latency_ratio:5.2f}   (target ≤ 3)    "
             f"{'MET' if latency_ratio <= 3 else 'MISSED'}"
         )
-        say(
-            f"  our p99 / chain p99           = {engine_figures.p99 / chain_figures.p99:5.2f}"
-        )
+        say(f"  our p99 / chain p99           = {engine_figures.p99 / chain_figures.p99:5.2f}")
         say(
             f"  our throughput / chain's      = {throughput_ratio:5.2f}   (target ≥ 0.5)  "
             f"{'MET' if throughput_ratio >= 0.5 else 'MISSED'}"

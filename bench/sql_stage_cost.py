@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing as mp
-import os
 import re
 import sys
 import tempfile
@@ -46,22 +45,22 @@ from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import describe_machine, fresh_database, percentile, say  # noqa: E402
+from _common import describe_machine, fresh_database, percentile, say
 
-from workflow_engine.examples import registry  # noqa: E402
-from workflow_engine.hosts.serverless import ServerlessHost, create_serverless_host  # noqa: E402
-from workflow_engine.kernel import Kernel, create_kernel  # noqa: E402
-from workflow_engine.kernel.commands import RunCreate  # noqa: E402
-from workflow_engine.persistence.sql import (  # noqa: E402
+from workflow_engine.examples import registry
+from workflow_engine.hosts.serverless import ServerlessHost, create_serverless_host
+from workflow_engine.kernel import Kernel, create_kernel
+from workflow_engine.kernel.commands import RunCreate
+from workflow_engine.persistence.sql import (
     SqlBlobStore,
     SqlJobQueue,
     SqlPersistence,
     create_engine,
 )
-from workflow_engine.persistence.sql.tables import job_queue, workflow_runs  # noqa: E402
-from workflow_engine.plugins import create_plugin_runner  # noqa: E402
-from workflow_engine.records import NewJob  # noqa: E402
-from workflow_engine.status import TERMINAL_RUN_STATUSES  # noqa: E402
+from workflow_engine.persistence.sql.tables import job_queue, workflow_runs
+from workflow_engine.plugins import create_plugin_runner
+from workflow_engine.records import NewJob
+from workflow_engine.status import TERMINAL_RUN_STATUSES
 
 WORKFLOW = "noop-chain"
 STAGES_PER_RUN = 3
@@ -311,9 +310,7 @@ def unfinished_runs(engine: Engine) -> int:
     terminal = [status.value for status in TERMINAL_RUN_STATUSES]
     with engine.connect() as conn:
         return int(
-            conn.scalar(
-                sa.select(sa.func.count()).where(workflow_runs.c.status.not_in(terminal))
-            )
+            conn.scalar(sa.select(sa.func.count()).where(workflow_runs.c.status.not_in(terminal)))
         )
 
 
@@ -371,10 +368,14 @@ def count_costs(url: str, runs: int) -> None:
     tallies = dict(recorder.tallies)
     tallies["run.create (client)"] = creates
 
-    say(f"\n1. Cost per stage, steady state ({runs} runs = {stages} stages, ticks claiming 10 "
-        "runs each; autocommit statements count as one transaction each)")
-    say(f"   {'operation':34s} {'txns':>6s} {'BEGIN…COMMIT':>12s} {'stmts':>6s} {'round trips':>11s}"
-        "   per stage")
+    say(
+        f"\n1. Cost per stage, steady state ({runs} runs = {stages} stages, ticks claiming 10 "
+        "runs each; autocommit statements count as one transaction each)"
+    )
+    say(
+        f"   {'operation':34s} {'txns':>6s} {'BEGIN…COMMIT':>12s} {'stmts':>6s} "
+        f"{'round trips':>11s}   per stage"
+    )
     total = merge(tallies.values())
     hot = merge(tallies[name] for name in HOT_PATH if name in tallies)
     order = [*HOT_PATH, "run.claimPending", "run.create (client)"]
@@ -471,8 +472,14 @@ def stages_per_second(
 
 
 # -- part 3: claim/dequeue latency --------------------------------------------------------------
-CLONE_TABLES = ("workflow_runs", "workflow_stages", "job_queue", "outbox_events",
-                "idempotency_keys", "workflow_logs")
+CLONE_TABLES = (
+    "workflow_runs",
+    "workflow_stages",
+    "job_queue",
+    "outbox_events",
+    "idempotency_keys",
+    "workflow_logs",
+)
 
 
 def clone_finished(url: str, finished: int) -> float:
@@ -499,7 +506,7 @@ def clone_finished(url: str, finished: int) -> float:
                 cols = ", ".join(f'"{c}"' for c in columns)
                 conn.execute(
                     sa.text(
-                        f'INSERT INTO {table} ({cols}) SELECT {", ".join(exprs)} '
+                        f"INSERT INTO {table} ({cols}) SELECT {', '.join(exprs)} "
                         f"FROM {table} t, generate_series(1, :n) g"
                     ),
                     {"n": finished},
@@ -525,56 +532,119 @@ def table_sizes(url: str) -> str:
         engine.dispose()
 
 
-def claim_dequeue_latency(url: str, samples: int) -> dict[str, list[float]]:
-    """Time ``samples`` run claims and job dequeues (each a single statement) in ms."""
-    stack = build_stack(url, "latency")
-    try:
-        create_runs(stack, samples, f"lat-{time.time_ns()}")
+PICK_QUERIES = {
+    "claim": "SELECT id FROM workflow_runs WHERE status = 'PENDING' "
+    "ORDER BY priority DESC, created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+    "dequeue": "SELECT id FROM job_queue WHERE status = 'PENDING' AND "
+    "(next_poll_at IS NULL OR next_poll_at <= now()) "
+    "ORDER BY priority DESC, created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+}
+
+
+class LatencyProbe:
+    """Pending runs and jobs in one database, and timed claims/dequeues on them."""
+
+    def __init__(self, url: str, samples: int) -> None:
+        self.stack = build_stack(url, "latency")
+        self.times: dict[str, list[float]] = {"claim": [], "dequeue": []}
+        self.server: dict[str, list[float]] = {"claim": [], "dequeue": []}
+        create_runs(self.stack, samples, f"lat-{time.time_ns()}")
         jobs = [
-            NewJob(workflow_run_id=f"lat-run-{i}", workflow_id=WORKFLOW, stage_id="one",
-                   payload={"config": {}})
+            NewJob(
+                workflow_run_id=f"lat-run-{i}",
+                workflow_id=WORKFLOW,
+                stage_id="one",
+                payload={"config": {}},
+            )
             for i in range(samples)
         ]
         for i in range(0, samples, 500):
-            stack.queue.enqueue_parallel(jobs[i : i + 500])
-        with stack.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text("ANALYZE workflow_runs"))
-            conn.execute(sa.text("ANALYZE job_queue"))
-        for _ in range(20):  # warm the pool and the plans on rows the loop does not need
-            stack.persistence.get_run("none")
-        claim, dequeue = [], []
-        for _ in range(samples):
+            self.stack.queue.enqueue_parallel(jobs[i : i + 500])
+        with self.stack.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(sa.text("ANALYZE workflow_runs"))
+            c.execute(sa.text("ANALYZE job_queue"))
+        for _ in range(20):  # warm the pool
+            self.stack.persistence.get_run("none")
+
+    def measure(self, n: int) -> None:
+        """``n`` claims and dequeues as the adapters run them (client-side time)."""
+        for _ in range(n):
             t0 = time.perf_counter()
-            run = stack.persistence.claim_next_pending_run()
+            run = self.stack.persistence.claim_next_pending_run()
             t1 = time.perf_counter()
-            job = stack.queue.dequeue("latency")
+            job = self.stack.queue.dequeue("latency")
             t2 = time.perf_counter()
             assert run is not None and job is not None
-            claim.append((t1 - t0) * 1000)
-            dequeue.append((t2 - t1) * 1000)
+            self.times["claim"].append((t1 - t0) * 1000)
+            self.times["dequeue"].append((t2 - t1) * 1000)
+
+    def measure_server(self, n: int) -> None:
+        """Server-side execution time of the pick queries (EXPLAIN ANALYZE, rolled back)."""
+        with self.stack.engine.connect() as conn:
+            for _ in range(n):
+                for name, query in PICK_QUERIES.items():
+                    plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}").scalar()
+                    self.server[name].append(float(plan[0]["Execution Time"]))
+                conn.rollback()
+
+    def plans(self) -> dict[str, str]:
         plans = {}
-        queries = {
-            "claim": "SELECT id FROM workflow_runs WHERE status = 'PENDING' "
-            "ORDER BY priority DESC, created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-            "dequeue": "SELECT id FROM job_queue WHERE status = 'PENDING' AND "
-            "(next_poll_at IS NULL OR next_poll_at <= now()) "
-            "ORDER BY priority DESC, created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-        }
-        with stack.engine.connect() as conn:
-            for name, query in queries.items():
+        with self.stack.engine.connect() as conn:
+            for name, query in PICK_QUERIES.items():
                 plan = list(conn.exec_driver_sql(f"EXPLAIN {query}").scalars())
                 index = next((line for line in plan if "Index" in line), None)
-                plans[name] = index.strip().split(" on ")[0] + " on " + index.split(" on ")[1].split()[0] if index else "NO INDEX: " + plan[0]
-        with stack.engine.begin() as conn:  # leave no half-done work behind
-            conn.execute(sa.delete(job_queue).where(job_queue.c.workflow_run_id.like("lat-run-%")))
-            conn.execute(
-                sa.delete(workflow_runs).where(
-                    workflow_runs.c.status == sa.literal_column("'RUNNING'")
+                plans[name] = (
+                    "uses " + index.split(" using ")[1].split()[0]
+                    if index and " using " in index
+                    else "NO INDEX: " + plan[0]
                 )
-            )
-        return {"claim": claim, "dequeue": dequeue, "plans": plans}  # type: ignore[dict-item]
+        return plans
+
+    def close(self) -> None:
+        try:
+            with self.stack.engine.begin() as conn:  # leave no half-done work behind
+                conn.execute(
+                    sa.delete(job_queue).where(job_queue.c.workflow_run_id.like("lat-run-%"))
+                )
+                conn.execute(
+                    sa.delete(workflow_runs).where(
+                        workflow_runs.c.status == sa.literal_column("'RUNNING'")
+                    )
+                )
+        finally:
+            self.stack.engine.dispose()
+
+
+def claim_dequeue_latency(empty_url: str, full_url: str, samples: int, finished: int) -> None:
+    """Interleave blocks of measurements on both databases, so drift hits both alike."""
+    empty, full = LatencyProbe(empty_url, samples), LatencyProbe(full_url, samples)
+    try:
+        block = 50
+        for _ in range(0, samples, block):
+            empty.measure(block)
+            full.measure(block)
+        server_samples = 100
+        for _ in range(server_samples // 10):
+            empty.measure_server(10)
+            full.measure_server(10)
+        plans = full.plans()
     finally:
-        stack.engine.dispose()
+        empty.close()
+        full.close()
+    for op in ("claim", "dequeue"):
+        e, f = empty.times[op], full.times[op]
+        ratio = percentile(f, 50) / percentile(e, 50)
+        se, sf = percentile(empty.server[op], 50), percentile(full.server[op], 50)
+        say(
+            f"   {op:8s} empty p50 {percentile(e, 50):5.2f} ms p99 {percentile(e, 99):5.2f} | "
+            f"{finished:,} finished p50 {percentile(f, 50):5.2f} ms p99 "
+            f"{percentile(f, 99):5.2f} | ratio p50 {ratio:4.2f}x (target ≤ 1.5x) "
+            f"{'MET' if ratio <= 1.5 else 'MISSED'}"
+        )
+        say(
+            f"   {'':8s} server-side pick query p50: empty {se * 1000:5.0f} µs, finished "
+            f"{sf * 1000:5.0f} µs ({sf / se:4.2f}x); plan {plans[op]}"
+        )
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -593,46 +663,44 @@ def main() -> None:
 
     for line in describe_machine(redis_server=False):
         say(line)
-    say("workload: workflow `noop-chain` (3 sequential no-op stages), kernel in-process, "
-        "SqlPersistence + SqlJobQueue, serverless host, no plugins")
+    say(
+        "workload: workflow `noop-chain` (3 sequential no-op stages), kernel in-process, "
+        "SqlPersistence + SqlJobQueue, serverless host, no plugins"
+    )
 
     if "1" in args.parts:
         with fresh_database("bench_stage_count") as url:
             count_costs(url, args.count_runs)
 
     if "2" in args.parts:
-        say(f"\n2. Stages per second ({args.runs} runs = {args.runs * STAGES_PER_RUN} stages, "
-            "each process: tick (claims ≤ 10 runs) then process_available_jobs until idle)")
+        say(
+            f"\n2. Stages per second ({args.runs} runs = {args.runs * STAGES_PER_RUN} stages, "
+            "each process: tick (claims ≤ 10 runs) then process_available_jobs until idle)"
+        )
         for processes in (1, 2):
             with fresh_database("bench_stage_rate") as url:
                 rate, split, cpu = stages_per_second(url, args.runs, processes, f"r{processes}")
-            say(f"   {processes} process{'es' if processes > 1 else '  '}: {rate:7.1f} stages/s "
+            say(
+                f"   {processes} process{'es' if processes > 1 else '  '}: {rate:7.1f} stages/s "
                 f"({rate / STAGES_PER_RUN:6.1f} runs/s; stages per process {split}; "
-                f"worker CPU {cpu:.2f} ms per stage)")
+                f"worker CPU {cpu:.2f} ms per stage)"
+            )
 
     if "3" in args.parts:
-        say(f"\n3. Claim and dequeue latency ({args.samples} of each, one statement each, "
-            "incl. the pool's pre-ping)")
-        results = {}
-        with fresh_database("bench_stage_empty") as url:
-            results["empty"] = claim_dequeue_latency(url, args.samples)
-        with fresh_database("bench_stage_full") as url:
+        say(
+            f"\n3. Claim and dequeue latency ({args.samples} of each, one statement each, "
+            "incl. the pool's pre-ping; the two databases measured in alternating blocks)"
+        )
+        with (
+            fresh_database("bench_stage_empty") as empty_url,
+            fresh_database("bench_stage_full") as url,
+        ):
             seconds = clone_finished(url, args.finished)
             say(f"   loaded {args.finished:,} finished runs in {seconds:.0f} s: {table_sizes(url)}")
             if "2" in args.parts:
                 rate, _, _ = stages_per_second(url, min(args.runs, 500), 1, "full")
                 say(f"   stages/s, 1 process, with the finished runs present: {rate:.1f}")
-            results["full"] = claim_dequeue_latency(url, args.samples)
-        for op in ("claim", "dequeue"):
-            empty, full = results["empty"][op], results["full"][op]
-            ratio = percentile(full, 50) / percentile(empty, 50)
-            say(
-                f"   {op:8s} empty p50 {percentile(empty, 50):6.3f} ms p99 "
-                f"{percentile(empty, 99):6.3f} | {args.finished:,} finished p50 "
-                f"{percentile(full, 50):6.3f} ms p99 {percentile(full, 99):6.3f} | "
-                f"ratio p50 {ratio:4.2f}x (target ≤ 1.5x) "
-                f"{'MET' if ratio <= 1.5 else 'MISSED'}; plan: {results['full']['plans'][op]}"
-            )
+            claim_dequeue_latency(empty_url, url, args.samples, args.finished)
 
 
 if __name__ == "__main__":
