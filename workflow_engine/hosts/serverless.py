@@ -49,7 +49,9 @@ class ServerlessHost:
 
     def handle_job(self, job: JobRecord | Mapping[str, Any]) -> JobOutcome:
         """Execute one job already leased from the job transport (a row or a message)."""
-        record = job_from_message(job, now=self.kernel.runtime.now())
+        record = (
+            job if isinstance(job, JobRecord) else job_from_message(job, self.kernel.runtime.now())
+        )
         return execute_job(self.kernel, self.job_transport, record, self.lease_keeper)
 
     def process_available_jobs(self, max_jobs: int = 1) -> ProcessResult:

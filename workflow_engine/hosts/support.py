@@ -68,6 +68,11 @@ class JobOutcome(BaseModel):
     error: str | None = None
 
 
+# frozen, so one instance of each serves every job
+_COMPLETED = JobOutcome(outcome="completed")
+_SUSPENDED = JobOutcome(outcome="suspended")
+
+
 class TickResult(BaseModel):
     """Counts of one maintenance tick (a failed step counts 0 and is logged)."""
 
@@ -182,11 +187,11 @@ def execute_job(
         if not transition(kernel, job.workflow_run_id):
             return JobOutcome(outcome="failed", error="run.transition failed")
         job_transport.complete(job.id, lease_token=job.lease_token)
-        return JobOutcome(outcome="completed")
+        return _COMPLETED
     if result.outcome == "suspended":
         next_poll_at = result.next_poll_at or kernel.runtime.now() + timedelta(seconds=60)
         job_transport.suspend(job.id, next_poll_at, lease_token=job.lease_token)
-        return JobOutcome(outcome="suspended")
+        return _SUSPENDED
     retry = not result.ghost and result.retryable is not False and job.attempt < job.max_attempts
     error = result.error or "Unknown error"
     job_transport.fail(job.id, error, should_retry=retry, lease_token=job.lease_token)

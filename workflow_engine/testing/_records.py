@@ -98,12 +98,14 @@ def _new_instance(cls: type[M], values: dict[str, Any], fields_set: set[str]) ->
 
 def copy_record(record: M) -> M:
     """``record`` with fresh copies of its JSON containers (the record itself if it has none)."""
-    values = record.__dict__
-    fresh: dict[str, Any] | None = None
     cls = type(record)
     names = _MUTABLE_FIELDS.get(cls)
-    for name in mutable_fields(cls) if names is None else names:
-        value = values[name]
+    if names is None:
+        names = mutable_fields(cls)
+    stored = record.__dict__
+    values: dict[str, Any] | None = None
+    for name in names:
+        value = stored[name]
         if value is None:
             continue
         kind = type(value)
@@ -115,21 +117,30 @@ def copy_record(record: M) -> M:
             value = copy_json(value)
         else:
             continue
-        if fresh is None:
-            fresh = values.copy()
-        fresh[name] = value
-    if fresh is None:
+        if values is None:
+            values = stored.copy()
+        values[name] = value
+    if values is None:
         return record
-    return _new_instance(cls, fresh, set(record.__pydantic_fields_set__))
+    return _new_instance(cls, values, set(record.__pydantic_fields_set__))
+
+
+def _fields_set_with(record: BaseModel, changes: Mapping[str, Any]) -> set[str]:
+    """``record``'s fields-set plus ``changes``: the same set object when nothing is added.
+
+    For stored rows only: the adapters never change a fields-set in place, and a record handed
+    out gets a set of its own (:func:`copy_record`).
+    """
+    fields_set = record.__pydantic_fields_set__
+    return fields_set if fields_set.issuperset(changes) else fields_set.union(changes)
 
 
 def replace_fields(record: M, changes: Mapping[str, Any]) -> M:
-    """``record.model_copy(update=changes)``, without its generic overhead (no validation)."""
+    """``record.model_copy(update=changes)``, without its generic overhead (no validation);
+    for stored rows (see :func:`_fields_set_with`)."""
     values = record.__dict__.copy()
     values.update(changes)
-    fields_set = set(record.__pydantic_fields_set__)
-    fields_set.update(changes)
-    return _new_instance(type(record), values, fields_set)
+    return _new_instance(type(record), values, _fields_set_with(record, changes))
 
 
 class _Template:
@@ -232,13 +243,16 @@ def _field_checks(model: type[BaseModel]) -> dict[str, _FieldCheck]:
 def validated_update(
     record: M, changes: Mapping[str, Any], stored_json: frozenset[str] = frozenset()
 ) -> M:
-    """A copy of ``record`` with ``changes`` validated field by field (names must be fields);
-    the values of the ``stored_json`` fields come from :func:`store_json`."""
+    """A copy of stored ``record`` with ``changes`` validated field by field (names must be
+    fields); the values of the ``stored_json`` fields come from :func:`store_json`."""
     model = type(record)
     checks = _field_checks(model)
     values = record.__dict__.copy()
     for name, value in changes.items():
-        values[name] = checks[name].validate(value, name in stored_json)
-    fields_set = set(record.__pydantic_fields_set__)
-    fields_set.update(changes)
-    return _new_instance(model, values, fields_set)
+        check = checks[name]
+        exact = check.exact
+        if exact is _ANY or type(value) in exact:  # (inlined fast path of check.validate)
+            values[name] = value
+        else:
+            values[name] = check.validate(value, name in stored_json)
+    return _new_instance(model, values, _fields_set_with(record, changes))

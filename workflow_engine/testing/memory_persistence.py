@@ -58,6 +58,7 @@ _STAGE_JSON_FIELDS = frozenset(
     {"output", "artifact_keys", "config", "suspended_state", "metrics", "embedding_info"}
 )
 _MANAGED_FIELDS = frozenset({"id", "created_at", "updated_at", "version"})
+_STAGE_KEY_FIELDS = frozenset({"workflow_run_id", "stage_id"})
 
 
 _new_id = new_id
@@ -117,6 +118,10 @@ class _Heap:
         new_key = self.sort_key(new)
         if new_key is not None and (old is None or self.sort_key(old) != new_key):
             heapq.heappush(self._heap, (new_key, order, key))
+
+    def push(self, sort_key: tuple[Any, ...], order: int, key: Any) -> None:
+        """Note a row that now has ``sort_key`` (what :meth:`changed` does, inlined by callers)."""
+        heapq.heappush(self._heap, (sort_key, order, key))
 
     def first(self, table: _Table[Any, Any]) -> tuple[tuple[Any, ...], Any] | None:
         """The smallest current ``(sort key, row key)``, dropping outdated entries on the way."""
@@ -232,15 +237,22 @@ class _Table(Generic[K, V]):
             return None
         return self._order[key], self.rows[key]
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, undo: list[Any] | None = None) -> None:
+        """Insert or replace a row; with ``undo``, append what restores the previous state."""
         rows = self.rows
-        old = rows.get(key)
+        old = rows.get(key)  # (no row is None)
         if old is None:
             self._counter += 1
-            self._order[key] = self._counter
+            order = self._order[key] = self._counter
+            if undo is not None:
+                undo.append((self, key, None))
+        else:
+            order = self._order[key]
+            if undo is not None:
+                undo.append((self, key, (order, old)))
         rows[key] = value
         if self._on_change is not None:
-            self._on_change(key, old, value, self._order[key])
+            self._on_change(key, old, value, order)
 
     def remove(self, key: K) -> None:
         old = self.rows.pop(key, None)
@@ -371,9 +383,7 @@ class InMemoryWorkflowPersistence:
         self._logs: _Table[str, WorkflowLogRecord] = _Table(self._log_changed)
         self._outbox: _Table[str, OutboxEventRecord] = _Table(self._event_changed)
         self._sequences: _Table[str, int] = _Table()
-        self._idempotency: _Table[tuple[str, str], _IdempotencyRow] = _Table(
-            self._completed_keys.changed
-        )
+        self._idempotency: _Table[tuple[str, str], _IdempotencyRow] = _Table(self._key_changed)
 
     # -- index maintenance --------------------------------------------------------------------
     def _indexes(self) -> list[_Groups | _Heap | _PendingOutbox]:
@@ -440,7 +450,21 @@ class InMemoryWorkflowPersistence:
             return  # only a claim, retry count or plugin delivery changed: nothing indexed
         self._outbox_by_run.move(key, old and old.workflow_run_id, new and new.workflow_run_id)
         self._outbox_pending.changed(key, old, new, order)
-        self._outbox_published.changed(key, old, new, order)
+        published = new.published_at if new is not None else None
+        if published is not None and (old is None or old.published_at != published):
+            self._outbox_published.push((published,), order, key)
+
+    def _key_changed(
+        self,
+        key: tuple[str, str],
+        old: _IdempotencyRow | None,
+        new: _IdempotencyRow | None,
+        order: int,
+    ) -> None:
+        if new is None or not new.completed:
+            return
+        if old is None or not old.completed or old.created_at != new.created_at:
+            self._completed_keys.push((new.created_at,), order, key)
 
     # -- storage primitives -------------------------------------------------------------------
     def _tables(self) -> list[_Table[Any, Any]]:
@@ -465,9 +489,7 @@ class InMemoryWorkflowPersistence:
 
     def _put(self, table: _Table[K, V], key: K, value: V) -> None:
         tx: _Transaction | None = self._local.tx
-        if tx is not None:
-            tx.undo.append((table, key, table.snapshot(key)))
-        table.put(key, value)
+        table.put(key, value, tx.undo if tx is not None else None)
 
     def _remove(self, table: _Table[K, V], key: K) -> None:
         self._journal(table, key)
@@ -657,7 +679,7 @@ class InMemoryWorkflowPersistence:
         """Change the given fields, bump ``version``; raise ``StaleVersionError`` on mismatch."""
         changes = {**(data or {}), **fields}
         _check_changes(WorkflowStageRecord, changes)
-        if {"workflow_run_id", "stage_id"} & set(changes):
+        if not _STAGE_KEY_FIELDS.isdisjoint(changes):
             raise ValueError("A stage's workflow_run_id and stage_id cannot be changed")
         with self._lock:
             stage = self._require_stage(stage_record_id)
