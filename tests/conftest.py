@@ -26,7 +26,7 @@ DATABASE_URL_ENV = "WORKFLOW_ENGINE_TEST_DATABASE_URL"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--kernel-backends",
-        default="memory,postgres",
+        default="memory,postgres,sqlite",
         help="Comma-separated adapters the kernel suite runs on: memory, postgres, sqlite.",
     )
 
