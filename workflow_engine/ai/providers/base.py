@@ -8,12 +8,13 @@ cannot do something (embeddings on Anthropic, say) raises :class:`AIError`.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from workflow_engine.ai.errors import AIError, MissingAPIKeyError
+from workflow_engine.ai.errors import AIError, MissingAPIKeyError, ProviderNotInstalledError
 
 __all__ = [
     "BatchItem",
@@ -155,3 +156,30 @@ def unsupported(provider: str, what: str) -> AIError:
 def as_int(value: Any) -> int:
     """A token count from a response field that may be missing."""
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def sdk_client(
+    provider: str,
+    package: str,
+    client_class: str,
+    *,
+    api_key: str | None,
+    api_key_env: str,
+    base_url: str | None,
+    max_retries: int,
+    timeout: float | None,
+) -> Any:
+    """An OpenAI-style SDK client (``openai.OpenAI``, ``anthropic.Anthropic``), imported lazily."""
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:
+        raise ProviderNotInstalledError(provider, package, package) from exc
+    options: dict[str, Any] = {
+        "api_key": require_api_key(provider, api_key, api_key_env),
+        "max_retries": max_retries,
+    }
+    if base_url is not None:
+        options["base_url"] = base_url
+    if timeout is not None:
+        options["timeout"] = timeout
+    return getattr(module, client_class)(**options)

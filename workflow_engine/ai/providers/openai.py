@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
-from workflow_engine.ai.errors import AIResponseError, ProviderNotInstalledError
+from workflow_engine.ai.errors import AIResponseError
 from workflow_engine.ai.providers.base import (
     BatchItem,
     BatchItemResult,
@@ -24,7 +24,7 @@ from workflow_engine.ai.providers.base import (
     TextRequest,
     TextResponse,
     as_int,
-    require_api_key,
+    sdk_client,
 )
 from workflow_engine.ai.schema import is_strict_compatible
 
@@ -83,17 +83,16 @@ class OpenAIProvider:
     @cached_property
     def client(self) -> Any:
         """The ``openai.OpenAI`` client, made on first use."""
-        try:
-            import openai
-        except ImportError as exc:
-            raise ProviderNotInstalledError(self.name, "openai", "openai") from exc
-        key = require_api_key(self.name, self._api_key, self._api_key_env)
-        options: dict[str, Any] = {"api_key": key, "max_retries": self._max_retries}
-        if self._base_url is not None:
-            options["base_url"] = self._base_url
-        if self._timeout is not None:
-            options["timeout"] = self._timeout
-        return openai.OpenAI(**options)
+        return sdk_client(
+            self.name,
+            "openai",
+            "OpenAI",
+            api_key=self._api_key,
+            api_key_env=self._api_key_env,
+            base_url=self._base_url,
+            max_retries=self._max_retries,
+            timeout=self._timeout,
+        )
 
     # -- chat --------------------------------------------------------------------------------
 
