@@ -42,13 +42,6 @@ class Boom(Exception):
 
 
 @pytest.fixture(scope="module")
-def pg_database(database_url: str) -> Iterator[PostgresDatabase]:
-    database = PostgresDatabase(database_url)
-    yield database
-    database.close()
-
-
-@pytest.fixture(scope="module")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate:
     return SqliteTemplate(tmp_path_factory.mktemp("sqlite-template"))
 

@@ -33,13 +33,6 @@ RUNS, JOBS, PROCESSES = 1_000, 5_000, 4
 context = multiprocessing.get_context("fork")
 
 
-@pytest.fixture(scope="module")
-def pg_database(database_url: str) -> Iterator[PostgresDatabase]:
-    database = PostgresDatabase(database_url)
-    yield database
-    database.close()
-
-
 @pytest.fixture(params=["postgresql", "sqlite"])
 def database_url_of(
     request: pytest.FixtureRequest,

@@ -5,12 +5,9 @@ The migrations make one database per module; each test starts with it emptied.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine
 
-from tests.sql_databases import PostgresDatabase
 from workflow_engine.persistence.sql import SqlBlobStore, SqlJobQueue, SqlPersistence
 from workflow_engine.ports import BlobStore, JobTransport, Persistence
 from workflow_engine.testing import FakeClock
@@ -21,19 +18,6 @@ from workflow_engine.testing.conformance import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def pg_database(database_url: str) -> Iterator[PostgresDatabase]:
-    database = PostgresDatabase(database_url)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def migrated_pg(pg_database: PostgresDatabase) -> Iterator[Engine]:
-    with pg_database.fresh() as engine:
-        yield engine
 
 
 class TestPostgresPersistence(PersistenceConformance):

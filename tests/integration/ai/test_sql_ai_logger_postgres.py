@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine
 
-from tests.sql_databases import PostgresDatabase
 from workflow_engine.ai import AICallLogger
 from workflow_engine.persistence.sql import SqlAICallLogger
 from workflow_engine.testing import FakeClock
 from workflow_engine.testing.conformance import AICallLoggerConformance
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def pg_database(database_url: str) -> Iterator[PostgresDatabase]:
-    database = PostgresDatabase(database_url)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def migrated_pg(pg_database: PostgresDatabase) -> Iterator[Engine]:
-    with pg_database.fresh() as engine:
-        yield engine
 
 
 class TestPostgresAICallLogger(AICallLoggerConformance):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
-from functools import cached_property
 from typing import Any
 
 from workflow_engine.ai.errors import AIResponseError
@@ -20,11 +19,11 @@ from workflow_engine.ai.providers.base import (
     BatchState,
     EmbedRequest,
     EmbedResponse,
+    SdkProvider,
     StreamEnd,
     TextRequest,
     TextResponse,
     as_int,
-    sdk_client,
     unsupported,
 )
 
@@ -37,14 +36,15 @@ _STATES: Mapping[str, BatchState] = {
 }
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkProvider):
     """Claude models. ``api_key`` defaults to ``ANTHROPIC_API_KEY``; ``base_url`` to the SDK's.
 
     The Messages API requires ``max_tokens``: ``default_max_tokens`` is used when a call
     gives none.
     """
 
-    name = "anthropic"
+    sdk_package = "anthropic"
+    sdk_class = "Anthropic"
 
     def __init__(
         self,
@@ -57,28 +57,16 @@ class AnthropicProvider:
         default_max_tokens: int = 4096,
         client: Any = None,
     ) -> None:
-        self._api_key = api_key
-        self._api_key_env = api_key_env
-        self._base_url = base_url
-        self._max_retries = max_retries
-        self._timeout = timeout
-        self.default_max_tokens = default_max_tokens
-        if client is not None:
-            self.__dict__["client"] = client
-
-    @cached_property
-    def client(self) -> Any:
-        """The ``anthropic.Anthropic`` client, made on first use."""
-        return sdk_client(
-            self.name,
-            "anthropic",
-            "Anthropic",
-            api_key=self._api_key,
-            api_key_env=self._api_key_env,
-            base_url=self._base_url,
-            max_retries=self._max_retries,
-            timeout=self._timeout,
+        super().__init__(
+            name="anthropic",
+            api_key=api_key,
+            api_key_env=api_key_env,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout,
+            client=client,
         )
+        self.default_max_tokens = default_max_tokens
 
     def params(self, request: TextRequest) -> dict[str, Any]:
         """The ``messages.create`` arguments (also one batch request's ``params``)."""

@@ -12,7 +12,8 @@ import importlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from functools import cached_property
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from workflow_engine.ai.errors import AIError, MissingAPIKeyError, ProviderNotInstalledError
 
@@ -158,28 +159,47 @@ def as_int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
-def sdk_client(
-    provider: str,
-    package: str,
-    client_class: str,
-    *,
-    api_key: str | None,
-    api_key_env: str,
-    base_url: str | None,
-    max_retries: int,
-    timeout: float | None,
-) -> Any:
-    """An OpenAI-style SDK client (``openai.OpenAI``, ``anthropic.Anthropic``), imported lazily."""
-    try:
-        module = importlib.import_module(package)
-    except ImportError as exc:
-        raise ProviderNotInstalledError(provider, package, package) from exc
-    options: dict[str, Any] = {
-        "api_key": require_api_key(provider, api_key, api_key_env),
-        "max_retries": max_retries,
-    }
-    if base_url is not None:
-        options["base_url"] = base_url
-    if timeout is not None:
-        options["timeout"] = timeout
-    return getattr(module, client_class)(**options)
+class SdkProvider:
+    """A provider over an OpenAI-style SDK client (``openai.OpenAI``, ``anthropic.Anthropic``):
+    the connection settings, and the client, imported and made on first use.
+    """
+
+    sdk_package: ClassVar[str]
+    sdk_class: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        api_key: str | None,
+        api_key_env: str,
+        base_url: str | None,
+        max_retries: int,
+        timeout: float | None,
+        client: Any,
+    ) -> None:
+        self.name = name
+        self._api_key = api_key
+        self._api_key_env = api_key_env
+        self._base_url = base_url
+        self._max_retries = max_retries
+        self._timeout = timeout
+        if client is not None:
+            self.__dict__["client"] = client
+
+    @cached_property
+    def client(self) -> Any:
+        """The SDK client, made on first use (or the one given to the constructor)."""
+        try:
+            module = importlib.import_module(self.sdk_package)
+        except ImportError as exc:
+            raise ProviderNotInstalledError(self.name, self.sdk_package, self.sdk_package) from exc
+        options: dict[str, Any] = {
+            "api_key": require_api_key(self.name, self._api_key, self._api_key_env),
+            "max_retries": self._max_retries,
+        }
+        if self._base_url is not None:
+            options["base_url"] = self._base_url
+        if self._timeout is not None:
+            options["timeout"] = self._timeout
+        return getattr(module, self.sdk_class)(**options)

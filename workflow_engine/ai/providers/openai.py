@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from functools import cached_property
 from typing import Any
 
 from workflow_engine.ai.errors import AIResponseError
@@ -20,11 +19,11 @@ from workflow_engine.ai.providers.base import (
     BatchState,
     EmbedRequest,
     EmbedResponse,
+    SdkProvider,
     StreamEnd,
     TextRequest,
     TextResponse,
     as_int,
-    sdk_client,
 )
 from workflow_engine.ai.schema import is_strict_compatible
 
@@ -41,7 +40,7 @@ _STATES: Mapping[str, BatchState] = {
 }
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkProvider):
     """Chat, streaming, embeddings and batches on OpenAI or an OpenAI-compatible server.
 
     ``api_key`` defaults to the ``api_key_env`` environment variable (``OPENAI_API_KEY``);
@@ -49,6 +48,9 @@ class OpenAIProvider:
     ``max_tokens_param`` is ``max_completion_tokens`` for OpenAI, ``max_tokens`` for most
     compatible servers. ``client`` replaces the SDK client altogether.
     """
+
+    sdk_package = "openai"
+    sdk_class = "OpenAI"
 
     def __init__(
         self,
@@ -62,15 +64,16 @@ class OpenAIProvider:
         max_tokens_param: str = "max_completion_tokens",
         client: Any = None,
     ) -> None:
-        self.name = name
-        self._api_key = api_key
-        self._api_key_env = api_key_env
-        self._base_url = base_url
-        self._max_retries = max_retries
-        self._timeout = timeout
+        super().__init__(
+            name=name,
+            api_key=api_key,
+            api_key_env=api_key_env,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout,
+            client=client,
+        )
         self._max_tokens_param = max_tokens_param
-        if client is not None:
-            self.__dict__["client"] = client
 
     @classmethod
     def openrouter(cls, **options: Any) -> OpenAIProvider:
@@ -79,20 +82,6 @@ class OpenAIProvider:
         options.setdefault("api_key_env", "OPENROUTER_API_KEY")
         options.setdefault("max_tokens_param", "max_tokens")
         return cls(name="openrouter", **options)
-
-    @cached_property
-    def client(self) -> Any:
-        """The ``openai.OpenAI`` client, made on first use."""
-        return sdk_client(
-            self.name,
-            "openai",
-            "OpenAI",
-            api_key=self._api_key,
-            api_key_env=self._api_key_env,
-            base_url=self._base_url,
-            max_retries=self._max_retries,
-            timeout=self._timeout,
-        )
 
     # -- chat --------------------------------------------------------------------------------
 
