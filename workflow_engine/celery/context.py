@@ -29,11 +29,15 @@ class EngineContext:
     engine: Engine
     persistence: SqlPersistence
     transport: CeleryJobTransport
-    publisher: Publisher
     kernel: Kernel
     host_config: HostConfig
     lease_keeper: LeaseKeeper
     worker_id: str
+
+    @property
+    def publisher(self) -> Publisher:
+        """Sends the engine's wake-up tasks (the transport's publisher)."""
+        return self.transport.publisher
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -71,7 +75,6 @@ def build_context(settings: EngineSettings, app: Celery) -> EngineContext:
         engine=engine,
         persistence=persistence,
         transport=transport,
-        publisher=transport.publisher,
         kernel=kernel,
         host_config=config,
         lease_keeper=LeaseKeeper(transport, config.job_heartbeat_interval_ms),

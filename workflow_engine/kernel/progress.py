@@ -12,7 +12,7 @@ from workflow_engine.kernel.commands import RunTransitionResult
 from workflow_engine.kernel.outputs import WorkflowContext, group_output
 from workflow_engine.kernel.runtime import Scope, logger
 from workflow_engine.records import LogLevel, NewJob, NewStage, WorkflowRunRecord
-from workflow_engine.status import ACTIVE_STAGE_STATUSES, TERMINAL_RUN_STATUSES, Status
+from workflow_engine.status import ACTIVE_STAGE_STATUSES, Status
 
 NOOP = RunTransitionResult(action="noop")
 
@@ -107,7 +107,7 @@ def transition_run(scope: Scope, run_id: str) -> RunTransitionResult:
     """Decide what a run does next, once no stage of its current group is active."""
     tx = scope.tx
     run = tx.get_run(run_id)
-    if run is None or run.status in TERMINAL_RUN_STATUSES or run.status != Status.RUNNING:
+    if run is None or run.status != Status.RUNNING:
         return NOOP
     workflow = scope.runtime.registry.get_workflow(run.workflow_id)
     if workflow is None:
