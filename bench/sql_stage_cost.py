@@ -103,9 +103,9 @@ class CountingQueue(SqlJobQueue):
         with self.phases.enter("job.dequeue"):
             return super().dequeue(worker_id)
 
-    def complete(self, job_id: str, *, lease_token: str | None = None) -> bool:
+    def complete(self, job_id: str, *, lease_token: str | None = None, tx: Any = None) -> bool:
         with self.phases.enter("job.complete"):
-            return super().complete(job_id, lease_token=lease_token)
+            return super().complete(job_id, lease_token=lease_token, tx=tx)
 
 
 _TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+\"?(\w+)", re.IGNORECASE)

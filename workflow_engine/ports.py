@@ -78,6 +78,14 @@ class Persistence(Protocol):
 
     def get_run(self, run_id: str) -> WorkflowRunRecord | None: ...
 
+    def lock_run(self, run_id: str) -> WorkflowRunRecord | None:
+        """The run, locked against other writers until the current transaction ends.
+
+        Every transaction that settles a stage takes this lock first, so two parallel stages
+        finishing at once never both miss each other's result when deciding what comes next.
+        """
+        ...
+
     def get_run_status(self, run_id: str) -> Status | None: ...
 
     def list_runs(
@@ -258,7 +266,12 @@ class JobTransport(Protocol):
         """Lease this job if PENDING and due; ``None`` otherwise (a duplicate or stale wake-up)."""
         ...
 
-    def complete(self, job_id: str, *, lease_token: str | None = None) -> bool: ...
+    def complete(
+        self, job_id: str, *, lease_token: str | None = None, tx: Persistence | None = None
+    ) -> bool:
+        """Mark the job COMPLETED while ``lease_token``'s lease holds (a SUSPENDED one too
+        when no token is given); with ``tx``, as part of that transaction."""
+        ...
 
     def suspend(
         self, job_id: str, next_poll_at: datetime, *, lease_token: str | None = None

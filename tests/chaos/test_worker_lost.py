@@ -149,7 +149,7 @@ def test_a_frozen_worker_waking_after_its_lease_was_taken_over_has_its_result_di
         diagnose=cluster.logs,
     )
     wait_until(
-        lambda: "execute_job" in first.log() and ": 'failed'" in first.log(),
+        lambda: "result discarded" in first.log(),
         timeout=30,
         what="the thawed attempt's job to settle (as a discarded ghost)",
         diagnose=first.tail,

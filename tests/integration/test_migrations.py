@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from workflow_engine.persistence.sql import create_engine, metadata, upgrade
+from workflow_engine.persistence.sql import SqlPersistence, create_engine, metadata, upgrade
 from workflow_engine.persistence.sql.migrate import (
     VERSION_TABLE,
     alembic_config,
     current,
     downgrade,
 )
+from workflow_engine.persistence.sql.tables import outbox_events
+from workflow_engine.records import NewOutboxEvent
 
 pytestmark = pytest.mark.integration
 
@@ -119,4 +122,48 @@ def test_migrations_on_sqlite_make_every_table_and_index(tmp_path: Path) -> None
     assert leftover == []
     downgrade(engine, "base")
     assert set(sa.inspect(engine).get_table_names()) == {VERSION_TABLE}
+    engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_outbox_numbering_continues_across_the_counter_migration(
+    dialect: str, empty_pg: Engine, tmp_path: Path
+) -> None:
+    engine = empty_pg if dialect == "postgresql" else create_engine(f"sqlite:///{tmp_path}/s.db")
+    upgrade(engine, "0002")
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(outbox_events),
+            [
+                {
+                    "id": f"e{run_id}{sequence}",
+                    "created_at": now,
+                    "workflow_run_id": run_id,
+                    "sequence": sequence,
+                    "event_type": "t",
+                    "payload": {},
+                    "causation_id": "c",
+                    "occurred_at": now,
+                    "retry_count": 0,
+                    "delivered_plugins": [],
+                }
+                for run_id, last in (("a", 3), ("b", 1))
+                for sequence in range(1, last + 1)
+            ],
+        )
+    upgrade(engine)
+    appended = SqlPersistence(engine).append_outbox_events(
+        [
+            NewOutboxEvent(
+                workflow_run_id=run_id,
+                event_type="t",
+                payload={},
+                causation_id="c",
+                occurred_at=now,
+            )
+            for run_id in ("a", "b", "c")
+        ]
+    )
+    assert [(e.workflow_run_id, e.sequence) for e in appended] == [("a", 4), ("b", 2), ("c", 1)]
     engine.dispose()

@@ -215,6 +215,53 @@ def test_other_threads_do_not_see_uncommitted_writes(persistence: SqlPersistence
     assert persistence.get_run("run-1") is not None
 
 
+def _event(run_id: str) -> NewOutboxEvent:
+    return NewOutboxEvent(
+        workflow_run_id=run_id,
+        event_type="stage:completed",
+        payload={},
+        causation_id="c",
+        occurred_at=datetime.now(UTC),
+    )
+
+
+@pytest.mark.parametrize("rolled_back", [False, True])
+def test_an_appender_to_a_run_waits_for_the_open_transaction_numbering_it(
+    persistence: SqlPersistence, rolled_back: bool
+) -> None:
+    """Both append to a run with no events yet; the second waits on the counter row (SQLite:
+    the write lock), then numbers after the first, or from 1 if the first rolled back."""
+    first: list[list[int]] = []
+    second: list[list[int]] = []
+
+    def append_second() -> None:
+        events = persistence.append_outbox_events([_event("run-1"), _event("run-1")])
+        second.append([e.sequence for e in events])
+
+    other = threading.Thread(target=append_second)
+
+    def body(tx: Persistence) -> None:
+        events = tx.append_outbox_events([_event("run-1"), _event("run-2"), _event("run-1")])
+        first.append([e.sequence for e in events])
+        other.start()
+        other.join(timeout=0.5)
+        assert other.is_alive(), "the second appender did not wait"
+        if rolled_back:
+            raise Boom
+
+    if rolled_back:
+        with pytest.raises(Boom):
+            persistence.with_transaction(body)
+    else:
+        persistence.with_transaction(body)
+    other.join(timeout=30)
+    assert not other.is_alive(), "the second appender hung"
+    assert first == [[1, 1, 2]]
+    assert second == ([[1, 2]] if rolled_back else [[3, 4]])
+    expected = [1, 2] if rolled_back else [1, 2, 3, 4]
+    assert [e.sequence for e in persistence.get_outbox_events("run-1")] == expected
+
+
 def test_idempotency_result_commits_with_the_command(
     persistence: SqlPersistence, clock: FakeClock
 ) -> None:

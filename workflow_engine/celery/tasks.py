@@ -50,6 +50,20 @@ def _forget_parent_connections(**_: Any) -> None:
         _contexts.clear()
 
 
+def run_jobs(context: EngineContext, job_id: str) -> str:
+    """Lease and run the job, then each next job its commit kept for this worker (the next
+    stage of the same run, on the same queue); return the last outcome ("skipped": the job
+    was not there to lease, a duplicate or stale wake-up)."""
+    transport = context.transport
+    job = transport.claim(job_id, context.worker_id)
+    outcome = "skipped"
+    while job is not None:
+        with transport.keeping_one(job.queue) as kept:
+            outcome = execute_job(context.kernel, transport, job, context.lease_keeper).outcome
+        job = transport.claim(kept[0], context.worker_id) if kept else None
+    return outcome
+
+
 def register_tasks(app: Celery) -> None:
     """Register the engine's tasks on ``app``."""
 
@@ -59,23 +73,21 @@ def register_tasks(app: Celery) -> None:
         if not isinstance(job_id, str) or not job_id:
             logger.error("execute_job needs a job id, got %r: message dropped", job_id)
             return "invalid"
-        context = engine_context(app)
-        job = context.transport.claim(job_id, context.worker_id)
-        if job is None:
-            return "skipped"
-        outcome = execute_job(context.kernel, context.transport, job, context.lease_keeper)
-        return outcome.outcome
+        return run_jobs(engine_context(app), job_id)
 
     @app.task(name=CLAIM_PENDING, ignore_result=True)
     def claim_pending_task() -> int:
         """Claim pending runs; their first jobs are published once each claim commits."""
         context = engine_context(app)
         limit = context.settings.max_claims_per_tick
-        result = context.kernel.dispatch(
-            RunClaimPending(worker_id=context.worker_id, max_claims=limit)
-        )
+        with context.transport.keeping_one(None) as kept:
+            result = context.kernel.dispatch(
+                RunClaimPending(worker_id=context.worker_id, max_claims=limit)
+            )
         if len(result.claimed) == limit:
             context.publisher.claim_pending()  # there may be more
+        if kept:
+            run_jobs(context, kept[0])
         return len(result.claimed)
 
     @app.task(name=POLL_SUSPENDED, ignore_result=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -44,6 +46,22 @@ class CeleryJobTransport(SqlJobQueue):
         )
         self.publisher = Publisher(app, queue)
         self.eta_max_delay = eta_max_delay
+        self._local = threading.local()
+
+    @contextmanager
+    def keeping_one(self, queue: str | None) -> Iterator[list[str]]:
+        """Keep, instead of publishing, the first due job on ``queue`` (``None``: the default)
+        that this thread's commits enqueue within the block; its id lands in the yielded list.
+
+        A worker that finished a stage claims the kept job and runs the next stage at once,
+        saving a broker round trip per stage. Should it die first, the job row is there and
+        the maintenance tick re-publishes it as a lost wake-up.
+        """
+        keeper = self._local.keeper = _Keeper(queue)
+        try:
+            yield keeper.kept
+        finally:
+            self._local.keeper = None
 
     def enqueue_parallel(
         self, jobs: Sequence[NewJob], *, tx: Persistence | None = None
@@ -53,8 +71,10 @@ class CeleryJobTransport(SqlJobQueue):
         wakeups = [(job_id, job) for job_id, job in zip(ids, jobs, strict=True)]
 
         def publish() -> None:
+            keeper: _Keeper | None = getattr(self._local, "keeper", None)
             for job_id, job in wakeups:
-                self._wake(job_id, job.queue, job.priority, job.scheduled_for)
+                if keeper is None or not keeper.keep(job_id, job):
+                    self._wake(job_id, job.queue, job.priority, job.scheduled_for)
 
         if tx is None:
             publish()
@@ -114,3 +134,17 @@ class CeleryJobTransport(SqlJobQueue):
                 return  # a long wait lives in the database; the tick wakes it when due
             eta = due if delay > timedelta(0) else None
         self.publisher.execute_job(job_id, queue=queue, priority=priority, eta=eta)
+
+
+class _Keeper:
+    """The job :meth:`CeleryJobTransport.keeping_one` keeps (at most one)."""
+
+    def __init__(self, queue: str | None) -> None:
+        self.queue = queue
+        self.kept: list[str] = []
+
+    def keep(self, job_id: str, job: NewJob) -> bool:
+        if self.kept or job.queue != self.queue or job.scheduled_for is not None:
+            return False
+        self.kept.append(job_id)
+        return True

@@ -52,7 +52,9 @@ class ServerlessHost:
         record = (
             job if isinstance(job, JobRecord) else job_from_message(job, self.kernel.runtime.now())
         )
-        return execute_job(self.kernel, self.job_transport, record, self.lease_keeper)
+        return execute_job(
+            self.kernel, self.job_transport, record, self.lease_keeper, deduplicate=True
+        )
 
     def process_available_jobs(self, max_jobs: int = 1) -> ProcessResult:
         """Dequeue and execute up to ``max_jobs`` jobs."""
@@ -61,7 +63,7 @@ class ServerlessHost:
             job = self.job_transport.dequeue(self.worker_id)
             if job is None:
                 break
-            outcome = self.handle_job(job)
+            outcome = execute_job(self.kernel, self.job_transport, job, self.lease_keeper)
             processed += 1
             succeeded += outcome.outcome != "failed"
         return ProcessResult(processed=processed, succeeded=succeeded, failed=processed - succeeded)

@@ -151,24 +151,35 @@ class _Kept:
 
 
 def execute_job(
-    kernel: Kernel, job_transport: JobTransport, job: JobRecord, lease_keeper: LeaseKeeper
+    kernel: Kernel,
+    job_transport: JobTransport,
+    job: JobRecord,
+    lease_keeper: LeaseKeeper,
+    *,
+    deduplicate: bool = False,
 ) -> JobOutcome:
-    """Execute one leased job, settle its row, and transition the run when the stage settled."""
+    """Execute one leased job, settle its row, and transition the run when the stage settled.
+
+    ``deduplicate``: the same lease may arrive twice (a queue message delivered again), so
+    hold an idempotency key per attempt and let only one delivery run. A job this process
+    leased itself needs none: its lease token is new.
+    """
     command = JobExecute(
         workflow_run_id=job.workflow_run_id,
         workflow_id=job.workflow_id,
         stage_id=job.stage_id,
         config=job.payload.get("config") or {},
-        idempotency_key=f"job:{job.id}:attempt:{job.attempt}",
+        idempotency_key=f"job:{job.id}:attempt:{job.attempt}" if deduplicate else None,
         job_id=job.id,
         lease_token=job.lease_token,
+        settle=True,
     )
     try:
         with lease_keeper.keep(job):
             result = kernel.dispatch(command)
     except IdempotencyInProgressError as exc:
-        # A duplicate delivery of this very attempt, which another worker is running: its
-        # lease is not ours to end (if that worker died, the lease expires and is reaped).
+        # Another delivery of this very attempt is running: its lease is not ours to end (if
+        # that worker died, the lease expires and is reaped).
         logger.warning("job %s is already running elsewhere: %s", job.id, exc)
         return JobOutcome(outcome="failed", error=str(exc))
     except Exception as exc:
@@ -180,20 +191,15 @@ def execute_job(
         return JobOutcome(outcome="failed", error=message)
 
     if result.outcome == "completed":
-        # Transition first, then close the job row: if the transition fails (the database went
-        # away), the job keeps its lease, so the reaper hands it back and the retry (which finds
-        # the stage completed and does not run it again) transitions the run. Closing the row
-        # first would leave the run waiting for the stuck-run reaper (minutes).
-        if not transition(kernel, job.workflow_run_id):
-            return JobOutcome(outcome="failed", error="run.transition failed")
-        job_transport.complete(job.id, lease_token=job.lease_token)
-        return _COMPLETED
+        return _COMPLETED  # the job row and the transition committed with the result (settle)
     if result.outcome == "suspended":
         next_poll_at = result.next_poll_at or kernel.runtime.now() + timedelta(seconds=60)
         job_transport.suspend(job.id, next_poll_at, lease_token=job.lease_token)
         return _SUSPENDED
     retry = not result.ghost and result.retryable is not False and job.attempt < job.max_attempts
     error = result.error or "Unknown error"
+    if result.ghost:
+        logger.warning("job %s: result discarded: %s", job.id, error)
     job_transport.fail(job.id, error, should_retry=retry, lease_token=job.lease_token)
     if not retry and not result.ghost:
         transition(kernel, job.workflow_run_id)

@@ -108,7 +108,12 @@ class RunRerunFromResult(Result):
 
 # -- job.execute ----------------------------------------------------------------------------------
 class JobExecute(Command):
-    """Execute one stage of a run. Hosts pass ``job_id`` and ``lease_token`` to fence the result."""
+    """Execute one stage of a run. Hosts pass ``job_id`` and ``lease_token`` to fence the result.
+
+    With ``settle`` (hosts set it), a completed stage also completes its job row and
+    transitions the run in the transaction that records its result: one commit, so no crash
+    leaves a completed stage with a leased job or a run waiting for its next group.
+    """
 
     type: Literal["job.execute"] = "job.execute"
     workflow_run_id: str
@@ -118,6 +123,7 @@ class JobExecute(Command):
     idempotency_key: str | None = None
     job_id: str | None = None
     lease_token: str | None = None
+    settle: bool = False
 
 
 class JobExecuteResult(Result):

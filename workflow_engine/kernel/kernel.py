@@ -11,7 +11,7 @@ from workflow_engine.ai.logger import AICallLogger
 from workflow_engine.ai.models import ModelRegistry
 from workflow_engine.ai.providers import ProviderCache, ProviderResolver
 from workflow_engine.clock import Clock, SystemClock
-from workflow_engine.errors import IdempotencyInProgressError, InvalidCommandError
+from workflow_engine.errors import InvalidCommandError
 from workflow_engine.kernel import commands as c
 from workflow_engine.kernel.handlers.job_execute import handle_job_execute
 from workflow_engine.kernel.handlers.lease_reap_stale import handle_lease_reap_stale
@@ -25,7 +25,7 @@ from workflow_engine.kernel.handlers.run_reap_stuck import handle_run_reap_stuck
 from workflow_engine.kernel.handlers.run_rerun_from import handle_run_rerun_from
 from workflow_engine.kernel.handlers.run_transition import handle_run_transition
 from workflow_engine.kernel.handlers.stage_poll_suspended import handle_stage_poll_suspended
-from workflow_engine.kernel.runtime import Idempotency, KernelOptions, Runtime, logger
+from workflow_engine.kernel.runtime import Idempotency, KernelOptions, Replayed, Runtime, logger
 from workflow_engine.ports import (
     BlobStore,
     EventSink,
@@ -149,26 +149,19 @@ class Kernel:
         handler: Handler,
         result_model: type[c.Result],
     ) -> c.Result:
-        runtime = self._runtime
-        acquired = runtime.persistence.acquire_idempotency_key(
-            key,
-            command_type,
-            now=runtime.now(),
-            stale_in_progress_after_ms=runtime.options.idempotency_stale_in_progress_ms,
-        )
-        if acquired.status == "replay":
-            return result_model.model_validate(acquired.result)
-        if acquired.status == "in_progress":
-            raise IdempotencyInProgressError(key, command_type)
+        # The handler acquires the key in its first transaction and stores its result in its
+        # last, so a dispatch that needs one transaction spends no other round trip on the key.
         idempotency = Idempotency(key, command_type)
         try:
-            result = handler(command, runtime, idempotency)
+            result = handler(command, self._runtime, idempotency)
+        except Replayed as replay:
+            return result_model.model_validate(replay.result)
         except BaseException:
-            if not idempotency.completed:  # a committed key stays: replays return its result
-                self._release(key, command_type)
+            if idempotency.acquired and not idempotency.completed:
+                self._release(key, command_type)  # a committed result stays for replays
             raise
-        if not idempotency.completed:
-            runtime.persistence.complete_idempotency_key(
+        if idempotency.acquired and not idempotency.completed:
+            self._runtime.persistence.complete_idempotency_key(
                 key, command_type, result.model_dump(mode="json")
             )
         return result

@@ -11,7 +11,13 @@ from workflow_engine.errors import StaleVersionError
 from workflow_engine.kernel.commands import RunTransitionResult
 from workflow_engine.kernel.outputs import WorkflowContext, group_output
 from workflow_engine.kernel.runtime import Scope, logger
-from workflow_engine.records import LogLevel, NewJob, NewStage, WorkflowRunRecord
+from workflow_engine.records import (
+    LogLevel,
+    NewJob,
+    NewStage,
+    WorkflowRunRecord,
+    WorkflowStageRecord,
+)
 from workflow_engine.status import ACTIVE_STAGE_STATUSES, Status
 
 NOOP = RunTransitionResult(action="noop")
@@ -105,14 +111,20 @@ def fail_run(
 
 def transition_run(scope: Scope, run_id: str) -> RunTransitionResult:
     """Decide what a run does next, once no stage of its current group is active."""
-    tx = scope.tx
-    run = tx.get_run(run_id)
+    run = scope.tx.get_run(run_id)
     if run is None or run.status != Status.RUNNING:
         return NOOP
+    return advance_run(scope, run, scope.tx.get_stages_by_run(run.id))
+
+
+def advance_run(
+    scope: Scope, run: WorkflowRunRecord, stages: Sequence[WorkflowStageRecord]
+) -> RunTransitionResult:
+    """:func:`transition_run` for a RUNNING run and its stages, read in this transaction."""
+    tx = scope.tx
     workflow = scope.runtime.registry.get_workflow(run.workflow_id)
     if workflow is None:
         return NOOP
-    stages = tx.get_stages_by_run(run.id)
     if not stages:
         if claim_run_version(scope, run) is None:
             return NOOP

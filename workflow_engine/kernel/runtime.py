@@ -11,12 +11,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from workflow_engine.ai.logger import AICallLogger
 from workflow_engine.ai.models import ModelRegistry
 from workflow_engine.ai.providers import ProviderCache
 from workflow_engine.clock import Clock
 from workflow_engine.definitions.workflow import Workflow
-from workflow_engine.errors import InvalidInputError, PayloadTooLargeError, WorkflowNotFoundError
+from workflow_engine.errors import (
+    IdempotencyInProgressError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    WorkflowNotFoundError,
+)
 from workflow_engine.kernel.events import make_event
 from workflow_engine.ports import (
     BlobStore,
@@ -29,6 +36,7 @@ from workflow_engine.ports import (
 from workflow_engine.records import NewOutboxEvent
 
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
 
 logger = logging.getLogger("workflow_engine.kernel")
 
@@ -46,11 +54,21 @@ class KernelOptions:
 
 @dataclass
 class Idempotency:
-    """The idempotency key a dispatch holds, and whether it was completed (and committed)."""
+    """The idempotency key of one dispatch: whether it holds the key yet (acquired in its
+    first transaction, and committed), and whether its result was stored (and committed)."""
 
     key: str
     command_type: str
+    acquired: bool = False
     completed: bool = False
+
+
+class Replayed(Exception):
+    """The key already holds a result: the dispatch returns it and writes nothing."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("replayed")
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -91,15 +109,18 @@ class Runtime:
     ) -> T:
         """Run ``fn`` in one transaction; its events go to the outbox in that transaction.
 
-        With ``idempotency``, the result is stored under the key in the same transaction.
+        With ``idempotency``, the key is acquired first, in the same transaction, unless the
+        dispatch already holds it: a stored result raises :class:`Replayed`, a key in progress
+        ``IdempotencyInProgressError``, and nothing is written. ``fn`` stores its result under
+        the key with :meth:`Scope.finish`.
         """
 
         def body(tx: Persistence) -> T:
-            scope = Scope(self, tx, causation_id or _new_causation_id())
+            scope = Scope(self, tx, causation_id or new_causation_id(), idempotency)
+            if idempotency is not None and not idempotency.acquired:
+                scope.acquire_idempotency(idempotency)
             result = fn(scope)
             scope.write_events()
-            if idempotency is not None:
-                scope.complete_idempotency(idempotency, result)
             return result
 
         return self.persistence.with_transaction(body)
@@ -141,6 +162,7 @@ class Scope:
     runtime: Runtime
     tx: Persistence
     causation_id: str
+    idempotency: Idempotency | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def emit(self, event_type: str, workflow_run_id: str, **fields: Any) -> None:
@@ -165,12 +187,33 @@ class Scope:
         self.tx.append_outbox_events(rows)
         self.events = []
 
-    def complete_idempotency(self, idempotency: Idempotency, result: Any) -> None:
-        stored = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
+    def acquire_idempotency(self, idempotency: Idempotency) -> None:
+        """Take the key in this transaction (see :meth:`Runtime.transaction`)."""
+        runtime = self.runtime
+        acquired = self.tx.acquire_idempotency_key(
+            idempotency.key,
+            idempotency.command_type,
+            now=runtime.now(),
+            stale_in_progress_after_ms=runtime.options.idempotency_stale_in_progress_ms,
+        )
+        if acquired.status == "replay":
+            raise Replayed(acquired.result)
+        if acquired.status == "in_progress":
+            raise IdempotencyInProgressError(idempotency.key, idempotency.command_type)
+        self.tx.after_commit(lambda: setattr(idempotency, "acquired", True))
+
+    def finish(self, result: R) -> R:
+        """Store ``result`` under the dispatch's idempotency key (if any) in this transaction,
+        so a replay returns it; return it."""
+        idempotency = self.idempotency
+        if idempotency is None:
+            return result
+        stored = result.model_dump(mode="json")
         self.tx.complete_idempotency_key(idempotency.key, idempotency.command_type, stored)
         # Completed only once the transaction commits: a failure after the commit (even in
         # an after-commit callback) must not release a key whose command took effect.
         self.tx.after_commit(lambda: setattr(idempotency, "completed", True))
+        return result
 
 
 # what json.dumps(separators=(",", ":"), ensure_ascii=False, allow_nan=False) uses, made once
@@ -185,7 +228,8 @@ _UUID4_KEEP = ~((0xF << 76) | (0xC << 60)) & ((1 << 128) - 1)
 _UUID4_SET = (0x4 << 76) | (0x8 << 60)  # version 4, RFC 4122 variant
 
 
-def _new_causation_id() -> str:
+def new_causation_id() -> str:
+    """A fresh id for the events of one command."""
     return "%032x" % (_causation_ids.getrandbits(128) & _UUID4_KEEP | _UUID4_SET)
 
 

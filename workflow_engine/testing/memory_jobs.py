@@ -27,6 +27,12 @@ def _holds_lease(job: JobRecord, lease_token: str | None) -> bool:
     return job.status == Status.RUNNING and (lease_token is None or lease_token == job.lease_token)
 
 
+def _can_complete(job: JobRecord, lease_token: str | None) -> bool:
+    """Its lease holds, or it is a SUSPENDED job (a resumed stage) and no token was given."""
+    resumed = lease_token is None and job.status == Status.SUSPENDED
+    return resumed or _holds_lease(job, lease_token)
+
+
 class InMemoryJobQueue:
     """Job rows in a dict, leased to one worker at a time. Thread-safe.
 
@@ -183,12 +189,22 @@ class InMemoryJobQueue:
         return job
 
     # -- ending a lease -----------------------------------------------------------------------
-    def complete(self, job_id: str, *, lease_token: str | None = None) -> bool:
-        """Mark the job COMPLETED (a SUSPENDED one too when no ``lease_token`` is given)."""
+    def complete(
+        self, job_id: str, *, lease_token: str | None = None, tx: Persistence | None = None
+    ) -> bool:
+        """Mark the job COMPLETED (a SUSPENDED one too when no ``lease_token`` is given).
+
+        With ``tx``, the lease is checked now and the job completed when ``tx`` commits.
+        """
+        if tx is not None:
+            with self._lock:
+                holds = _can_complete(self._require(job_id), lease_token)
+            if holds:
+                tx.after_commit(lambda: self.complete(job_id, lease_token=lease_token))
+            return holds
         with self._lock:
             job = self._require(job_id)
-            resumed = lease_token is None and job.status == Status.SUSPENDED
-            if not (resumed or _holds_lease(job, lease_token)):
+            if not _can_complete(job, lease_token):
                 return False
             self._set(
                 job,

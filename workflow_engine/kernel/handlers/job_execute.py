@@ -7,7 +7,8 @@ whose lease was taken over, or whose run was cancelled, has its late result disc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +35,8 @@ from workflow_engine.kernel.outputs import (
     store_artifacts,
     store_output,
 )
-from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope
+from workflow_engine.kernel.progress import advance_run
+from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope, new_causation_id
 from workflow_engine.kernel.stage_context import build_context, parse_config, write_log
 from workflow_engine.records import LogLevel, NewStage, WorkflowRunRecord, WorkflowStageRecord
 from workflow_engine.status import Status
@@ -45,46 +47,64 @@ def handle_job_execute(
 ) -> JobExecuteResult:
     workflow = runtime.workflow(command.workflow_id)
     node = workflow.require_stage(command.stage_id)
-    run = runtime.persistence.get_run(command.workflow_run_id)
-    if run is None:
-        raise RunNotFoundError(command.workflow_run_id)
-    if run.status != Status.RUNNING:
-        return ghost(f"Run {run.id} is {run.status.value}, expected RUNNING — ghost job discarded")
-    existing = runtime.persistence.get_stage(run.id, node.stage.id)
-    if existing is not None and existing.status == Status.COMPLETED:
-        return JobExecuteResult(outcome="completed", output=load_output(runtime, existing))
-
     started = runtime.now()
-    row = runtime.transaction(
-        lambda scope: _mark_running(scope, run, node, command, started),
-        causation_id=command.idempotency_key,
+    causation_id = command.idempotency_key or new_causation_id()
+    begun = runtime.transaction(
+        lambda scope: _mark_running(scope, node, command, started),
+        causation_id=causation_id,
+        idempotency=idempotency,
     )
-    if isinstance(row, JobExecuteResult):
-        return row
-    execution = _Execution(runtime, command, workflow, node, run, row, started, idempotency)
-    return execution.run()
+    if isinstance(begun, JobExecuteResult):
+        return begun
+    execution = _Execution(runtime, command, workflow, node, begun, started)
+    return execution.run(causation_id, idempotency)
 
 
 def ghost(reason: str) -> JobExecuteResult:
     return JobExecuteResult(outcome="failed", ghost=True, error=reason, retryable=False)
 
 
+def not_running(run: WorkflowRunRecord | None, run_id: str) -> str | None:
+    """Why a result for ``run`` must be discarded, or ``None`` when it is RUNNING."""
+    if run is not None and run.status == Status.RUNNING:
+        return None
+    status = run.status.value if run is not None else "deleted"
+    return f"Run {run_id} is {status}, expected RUNNING — ghost job discarded"
+
+
+@dataclass(frozen=True)
+class _Begun:
+    """What phase 1 read and wrote: the run, its stages, and the stage's RUNNING row."""
+
+    run: WorkflowRunRecord
+    stages: list[WorkflowStageRecord]
+    row: WorkflowStageRecord
+
+
 def _mark_running(
-    scope: Scope,
-    run: WorkflowRunRecord,
-    node: StageNode,
-    command: JobExecute,
-    started: datetime,
-) -> WorkflowStageRecord | JobExecuteResult:
-    current = scope.tx.get_run_status(run.id)
-    if current != Status.RUNNING:
-        status = current.value if current else "deleted"
-        return ghost(f"Run {run.id} is {status}, expected RUNNING — ghost job discarded")
+    scope: Scope, node: StageNode, command: JobExecute, started: datetime
+) -> _Begun | JobExecuteResult:
+    """Phase 1: check the run and the lease, mark the stage RUNNING under this lease."""
+    tx, stage = scope.tx, node.stage
+    run = tx.lock_run(command.workflow_run_id)
+    if run is None:
+        raise RunNotFoundError(command.workflow_run_id)
+    reason = not_running(run, run.id)
+    if reason is not None:
+        return scope.finish(ghost(reason))
+    stages = tx.get_stages_by_run(run.id)
+    existing = next((row for row in stages if row.stage_id == stage.id), None)
+    if existing is not None and existing.status == Status.COMPLETED:
+        if command.settle:
+            _settle(scope, command, run, stages)
+        output = load_output(scope.runtime, existing)
+        return scope.finish(JobExecuteResult(outcome="completed", output=output))
     if _lease_lost(scope, command):
-        return ghost(f"Job {command.job_id} was leased again — stale execution discarded")
+        return scope.finish(
+            ghost(f"Job {command.job_id} was leased again — stale execution discarded")
+        )
     lease_token = command.lease_token
-    stage = node.stage
-    row = scope.tx.upsert_stage(
+    row = tx.upsert_stage(
         run.id,
         stage.id,
         create=NewStage(
@@ -107,7 +127,7 @@ def _mark_running(
         stage_name=stage.name,
         stage_number=row.stage_number,
     )
-    return row
+    return _Begun(run, stages, row)
 
 
 def _lease_lost(scope: Scope, command: JobExecute) -> bool:
@@ -116,6 +136,20 @@ def _lease_lost(scope: Scope, command: JobExecute) -> bool:
         return False
     job = scope.runtime.job_transport.get_job(command.job_id)
     return job is None or job.lease_token != command.lease_token
+
+
+def _settle(
+    scope: Scope,
+    command: JobExecute,
+    run: WorkflowRunRecord,
+    stages: Sequence[WorkflowStageRecord],
+) -> None:
+    """Complete the job row and transition the run (``command.settle``), in this transaction."""
+    if command.job_id is not None:
+        scope.runtime.job_transport.complete(
+            command.job_id, lease_token=command.lease_token, tx=scope.tx
+        )
+    advance_run(scope, run, stages)
 
 
 def resolve_input(
@@ -154,23 +188,23 @@ class _Execution:
         command: JobExecute,
         workflow: Workflow[Any, Any],
         node: StageNode,
-        run: WorkflowRunRecord,
-        row: WorkflowStageRecord,
+        begun: _Begun,
         started: datetime,
-        idempotency: Idempotency | None,
     ) -> None:
         self.runtime = runtime
         self.command = command
         self.workflow = workflow
         self.stage = node.stage
         self.node = node
-        self.run_record = run
-        self.row = row
+        self.run_record = begun.run
+        self.stages = begun.stages
+        self.row = begun.row
         self.started = started
-        self.idempotency = idempotency
         self.progress_events: list[dict[str, Any]] = []
 
-    def run(self) -> JobExecuteResult:
+    def run(self, causation_id: str, idempotency: Idempotency | None) -> JobExecuteResult:
+        """Execute the stage and record its outcome under ``causation_id`` (and the key)."""
+        self.causation_id, self.idempotency = causation_id, idempotency
         try:
             outcome = self._execute()
             if isinstance(outcome, Suspend):
@@ -185,8 +219,7 @@ class _Execution:
 
     def _execute(self) -> Completed | Suspend:
         runtime, stage = self.runtime, self.stage
-        stages = runtime.persistence.get_stages_by_run(self.run_record.id)
-        context = WorkflowContext(runtime, stages)
+        context = WorkflowContext(runtime, self.stages)
         stage_input = resolve_input(self.workflow, self.node, self.run_record, context)
         config_map = self.command.config or self.run_record.config
         config = parse_config(runtime, stage, config_map.get(stage.id, {}), self.row)
@@ -205,29 +238,38 @@ class _Execution:
     def _duration_ms(self) -> int:
         return int((self.runtime.now() - self.started).total_seconds() * 1000)
 
-    def _guarded(self, write: Any, result: JobExecuteResult) -> JobExecuteResult:
-        """Run ``write(scope)`` in a transaction only if this execution still owns the stage."""
+    def _guarded(
+        self, write: Callable[[Scope], WorkflowStageRecord], result: JobExecuteResult
+    ) -> JobExecuteResult:
+        """Phase 3: run ``write(scope)`` in a transaction only if this execution still owns
+        the stage; with ``settle``, also settle a completed stage in that transaction."""
 
         def body(scope: Scope) -> JobExecuteResult:
-            reason = self._lost_ownership(scope)
+            run = scope.tx.lock_run(self.run_record.id)
+            stages = scope.tx.get_stages_by_run(self.run_record.id)
+            reason = self._lost_ownership(run, stages)
             if reason is not None:
                 scope.events.clear()
-                return ghost(reason)
+                return scope.finish(ghost(reason))
+            assert run is not None  # (checked by _lost_ownership)
             scope.extend(self.progress_events)
-            write(scope)
-            return result
+            written = write(scope)
+            if self.command.settle and result.outcome == "completed":
+                settled = [written if row.id == written.id else row for row in stages]
+                _settle(scope, self.command, run, settled)
+            return scope.finish(result)
 
-        outcome = self.runtime.transaction(
-            body, causation_id=self.command.idempotency_key, idempotency=self.idempotency
+        return self.runtime.transaction(
+            body, causation_id=self.causation_id, idempotency=self.idempotency
         )
-        return outcome
 
-    def _lost_ownership(self, scope: Scope) -> str | None:
-        run_status = scope.tx.get_run_status(self.run_record.id)
-        if run_status != Status.RUNNING:
-            status = run_status.value if run_status else "deleted"
-            return f"Run {self.run_record.id} is {status}, expected RUNNING — ghost job discarded"
-        current = scope.tx.get_stage_by_id(self.row.id)
+    def _lost_ownership(
+        self, run: WorkflowRunRecord | None, stages: Sequence[WorkflowStageRecord]
+    ) -> str | None:
+        reason = not_running(run, self.run_record.id)
+        if reason is not None:
+            return reason
+        current = next((row for row in stages if row.id == self.row.id), None)
         if current is None or current.status != Status.RUNNING:
             status = current.status.value if current else "deleted"
             return f"Stage {self.stage.id} is {status}, expected RUNNING — stale result discarded"
@@ -242,8 +284,8 @@ class _Execution:
         message = error_message(exc)
         stage = self.stage
 
-        def write(scope: Scope) -> None:
-            scope.tx.update_stage(
+        def write(scope: Scope) -> WorkflowStageRecord:
+            row = scope.tx.update_stage(
                 self.row.id,
                 status=Status.FAILED,
                 completed_at=self.runtime.now(),
@@ -257,6 +299,7 @@ class _Execution:
                 stage_name=stage.name,
                 error=message,
             )
+            return row
 
         result = self._guarded(
             write,
@@ -277,8 +320,8 @@ class _Execution:
         metrics = json_mapping(stage, "metrics", suspend.metrics)
         runtime.check_payload(f"The suspended state of stage {stage.id}", state)
 
-        def write(scope: Scope) -> None:
-            scope.tx.update_stage(
+        def write(scope: Scope) -> WorkflowStageRecord:
+            row = scope.tx.update_stage(
                 self.row.id,
                 status=Status.SUSPENDED,
                 suspended_state=state,
@@ -301,6 +344,7 @@ class _Execution:
                 {"workflow_run_id": run.id, "stage_id": stage.id},
                 next_poll_at,
             )
+            return row
 
         return self._guarded(
             write, JobExecuteResult(outcome="suspended", next_poll_at=next_poll_at)
@@ -310,8 +354,8 @@ class _Execution:
         stage = self.stage
         duration = self._duration_ms()
 
-        def write(scope: Scope) -> None:
-            scope.tx.update_stage(
+        def write(scope: Scope) -> WorkflowStageRecord:
+            row = scope.tx.update_stage(
                 self.row.id,
                 status=Status.COMPLETED,
                 completed_at=self.runtime.now(),
@@ -327,6 +371,7 @@ class _Execution:
                 stage_name=stage.name,
                 duration=duration,
             )
+            return row
 
         return self._guarded(write, JobExecuteResult(outcome="completed", output=outcome.output))
 

@@ -43,7 +43,7 @@ def handle_run_create(
             )
         )
         scope.emit("workflow:created", run.id, workflow_id=workflow.id)
-        return RunCreateResult(workflow_run_id=run.id, status=run.status)
+        return scope.finish(RunCreateResult(workflow_run_id=run.id, status=run.status))
 
     return runtime.transaction(
         create, causation_id=command.idempotency_key, idempotency=idempotency

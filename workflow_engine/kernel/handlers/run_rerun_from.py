@@ -51,10 +51,12 @@ def handle_run_rerun_from(
         tx.after_commit(lambda: _delete_blobs(runtime, prefixes))
         prepare_group(scope, run, workflow, group, attempt)
         scope.emit("workflow:started", run.id)
-        return RunRerunFromResult(
-            workflow_run_id=run.id,
-            from_stage_id=command.from_stage_id,
-            deleted_stages=[stage.stage_id for stage in deleted],
+        return scope.finish(
+            RunRerunFromResult(
+                workflow_run_id=run.id,
+                from_stage_id=command.from_stage_id,
+                deleted_stages=[stage.stage_id for stage in deleted],
+            )
         )
 
     return runtime.transaction(rerun, idempotency=idempotency)

@@ -247,8 +247,17 @@ class SqlJobQueue:
                 raise RecordNotFoundError(f"Job {job_id} not found")
         return False
 
-    def complete(self, job_id: str, *, lease_token: str | None = None) -> bool:
-        """Mark the job COMPLETED (a SUSPENDED one too when no ``lease_token`` is given)."""
+    def complete(
+        self, job_id: str, *, lease_token: str | None = None, tx: Persistence | None = None
+    ) -> bool:
+        """Mark the job COMPLETED (a SUSPENDED one too when no ``lease_token`` is given).
+
+        With ``tx`` (see :meth:`enqueue_parallel`), in that transaction; a ``tx`` on another
+        database completes the job once it commits, and ``True`` is returned.
+        """
+        if tx is not None and self._joinable(tx) is None:
+            tx.after_commit(lambda: self.complete(job_id, lease_token=lease_token))
+            return True
         return self._end_lease("complete", job_id, lease_token)
 
     def suspend(

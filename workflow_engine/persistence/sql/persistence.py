@@ -195,6 +195,14 @@ class SqlPersistence:
             row = conn.execute(queries.by_id(runs), params(id=run_id)).first()
         return _run(row) if row is not None else None
 
+    def lock_run(self, run_id: str) -> WorkflowRunRecord | None:
+        """The run, row-locked (``FOR UPDATE``) until the transaction ends on Postgres; on
+        SQLite the transaction's write lock already keeps other writers out."""
+        stmt = queries.LOCK_RUN if self._dialect == "postgresql" else queries.by_id(runs)
+        with self._db.read() as conn:
+            row = conn.execute(stmt, params(id=run_id)).first()
+        return _run(row) if row is not None else None
+
     def get_run_status(self, run_id: str) -> Status | None:
         """The run's status, or ``None`` if there is no such run."""
         with self._db.read() as conn:
@@ -385,22 +393,28 @@ class SqlPersistence:
     def append_outbox_events(self, events: Sequence[NewOutboxEvent]) -> list[OutboxEventRecord]:
         """Append events, numbering them 1, 2, 3... per run in the given order.
 
-        Appenders are serialised per run (a transaction-level advisory lock on Postgres, the
-        write lock on SQLite), so two never pick the same sequence number.
+        Two statements: one upsert adds each run's event count to its counter row in
+        ``outbox_sequences`` and returns the new last sequence (so the run's events get
+        ``last - count + 1 .. last``), then one multi-row insert of the events. The upsert
+        row-locks the counters until the transaction ends (on SQLite the write lock does), so
+        two appenders never pick the same number; numbering never restarts, even after
+        :meth:`delete_published_outbox_events` removed a run's events.
         """
         if not events:
             return []
         now = self.clock.now()
         payloads = [self._json("outbox_events.payload", event.payload) for event in events]
-        run_ids = sorted({event.workflow_run_id for event in events})
+        counts: dict[str, int] = {}
+        for event in events:
+            counts[event.workflow_run_id] = counts.get(event.workflow_run_id, 0) + 1
+        reserve = [params(workflow_run_id=run, count=n) for run, n in sorted(counts.items())]
         with self._db.write() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(queries.LOCK_RUN_OUTBOXES, {"run_ids": run_ids})
-            rows = conn.execute(queries.LAST_SEQUENCES, params(run_ids=run_ids)).all()
-            last: dict[str, int] = {run_id: int(sequence) for run_id, sequence in rows}
+            rows = conn.execute(queries.reserve_sequences(self._dialect), reserve).all()
+            # The number before each run's first new event.
+            last = {run_id: int(sequence) - counts[run_id] for run_id, sequence in rows}
             records = []
             for event, payload in zip(events, payloads, strict=True):
-                last[event.workflow_run_id] = last.get(event.workflow_run_id, 0) + 1
+                last[event.workflow_run_id] += 1
                 records.append(
                     OutboxEventRecord(
                         id=new_id(),

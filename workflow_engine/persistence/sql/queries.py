@@ -28,6 +28,7 @@ from sqlalchemy.types import TypeEngine
 from workflow_engine.persistence.sql.tables import (
     idempotency_keys,
     outbox_events,
+    outbox_sequences,
     workflow_logs,
     workflow_runs,
     workflow_stages,
@@ -36,10 +37,6 @@ from workflow_engine.persistence.sql.types import UtcDateTime
 from workflow_engine.status import Status
 
 runs, stages, outbox, keys = workflow_runs, workflow_stages, outbox_events, idempotency_keys
-
-#: Advisory-lock class of "appending to a run's outbox" (the two-key form keeps our locks
-#: apart from any the application takes with one key).
-OUTBOX_LOCK_CLASS = 0x5746_4531  # "WFE1"
 
 
 def param(name: str, type_: TypeEngine[Any] | None = None) -> BindParameter[Any]:
@@ -113,6 +110,7 @@ def versioned_update(table: sa.Table, names: tuple[str, ...], checked: bool) -> 
 
 # -- runs and stages -------------------------------------------------------------------------
 RUN_STATUS = sa.select(runs.c.status).where(runs.c.id == param("id"))
+LOCK_RUN = by_id(runs).with_for_update()
 
 #: Move the best PENDING run to RUNNING, skipping runs another claimer has locked.
 CLAIM_PENDING_RUN = (
@@ -200,20 +198,27 @@ LOGS_OF_RUN = (
     .order_by(workflow_logs.c.created_at, workflow_logs.c.id)
 )
 
-# -- outbox ----------------------------------------------------------------------------------
-#: Serialise appenders per run: a transaction-level advisory lock per run id, taken in the
-#: order given (sorted, so two appenders cannot deadlock). It must be a statement of its own:
-#: :data:`LAST_SEQUENCES` needs a snapshot taken after the lock is held.
-LOCK_RUN_OUTBOXES = sa.text(
-    "SELECT pg_advisory_xact_lock(CAST(:lock_class AS integer), hashtext(r)) "
-    "FROM unnest(CAST(:run_ids AS text[])) AS r"
-).bindparams(lock_class=OUTBOX_LOCK_CLASS)
 
-LAST_SEQUENCES = (
-    sa.select(outbox.c.workflow_run_id, sa.func.max(outbox.c.sequence))
-    .where(outbox.c.workflow_run_id.in_(sa.bindparam("p_run_ids", expanding=True)))
-    .group_by(outbox.c.workflow_run_id)
-)
+# -- outbox ----------------------------------------------------------------------------------
+@cache
+def reserve_sequences(dialect: str) -> sa.Insert:
+    """Add ``p_count`` to run ``p_workflow_run_id``'s counter (from 0 if it has none); returns
+    the run id and its new last sequence.
+
+    Run with one parameter set per run: SQLAlchemy sends them as one multi-row ``INSERT``
+    (give the runs sorted, so appenders to several runs lock their counter rows in one order
+    and cannot deadlock). The upsert row-locks each counter until the transaction ends, which
+    serialises appenders per run.
+    """
+    seq = outbox_sequences
+    stmt: PgInsert | SqliteInsert = (
+        pg_insert(seq) if dialect == "postgresql" else sqlite_insert(seq)
+    ).values(workflow_run_id=param("workflow_run_id"), last_sequence=param("count"))
+    return stmt.on_conflict_do_update(
+        index_elements=[seq.c.workflow_run_id],
+        set_={"last_sequence": seq.c.last_sequence + stmt.excluded.last_sequence},
+    ).returning(seq.c.workflow_run_id, seq.c.last_sequence)
+
 
 UNPUBLISHED_EVENTS = (
     sa.select(outbox)

@@ -20,6 +20,7 @@ __all__ = [
     "job_queue",
     "metadata",
     "outbox_events",
+    "outbox_sequences",
     "workflow_artifacts",
     "workflow_logs",
     "workflow_runs",
@@ -273,6 +274,17 @@ outbox_events = sa.Table(
         **_where("published_at IS NOT NULL"),
     ),
     sa.Index("ix_outbox_events_dlq_at", "dlq_at", **_where("dlq_at IS NOT NULL")),
+)
+
+# The last sequence number given out per run, one row per run that ever had an event. Appenders
+# to a run are serialised by the row lock on its counter row (taken by the upsert that reserves
+# their numbers), and numbering never restarts after retention deletes the old events. No foreign
+# key: events may be appended for a run id with no run row.
+outbox_sequences = sa.Table(
+    "outbox_sequences",
+    metadata,
+    sa.Column("workflow_run_id", sa.String(64), primary_key=True),
+    sa.Column("last_sequence", sa.Integer(), nullable=False),
 )
 
 idempotency_keys = sa.Table(

@@ -213,6 +213,24 @@ class JobTransportConformance:
         assert done.status == Status.COMPLETED and done.completed_at == clock.now()
         assert done.lease_token is None
 
+    def test_complete_in_a_transaction_takes_effect_only_if_it_commits(
+        self, job_transport: JobTransport, persistence: Persistence
+    ) -> None:
+        job_transport.enqueue(new_job())
+        job = leased(job_transport)
+
+        def body(tx: Persistence) -> NoReturn:
+            assert job_transport.complete(job.id, lease_token=job.lease_token, tx=tx) is True
+            raise Boom
+
+        with pytest.raises(Boom):
+            persistence.with_transaction(body)
+        assert stored(job_transport, job.id).status == Status.RUNNING
+        persistence.with_transaction(
+            lambda tx: job_transport.complete(job.id, lease_token=job.lease_token, tx=tx)
+        )
+        assert stored(job_transport, job.id).status == Status.COMPLETED
+
     def test_complete_with_wrong_lease_changes_nothing(self, job_transport: JobTransport) -> None:
         job_transport.enqueue(new_job())
         job = leased(job_transport)

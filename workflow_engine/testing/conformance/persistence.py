@@ -123,6 +123,12 @@ class PersistenceConformance:
         assert persistence.get_run("nope") is None
         assert persistence.get_run_status("nope") is None
 
+    def test_lock_run_reads_the_run_inside_a_transaction(self, persistence: Persistence) -> None:
+        run = persistence.create_run(new_run())
+        locked = persistence.with_transaction(lambda tx: tx.lock_run(run.id))
+        assert locked == persistence.get_run(run.id)
+        assert persistence.with_transaction(lambda tx: tx.lock_run("nope")) is None
+
     def test_get_run_status(self, persistence: Persistence) -> None:
         run = persistence.create_run(new_run())
         persistence.update_run(run.id, status=Status.FAILED)
@@ -486,6 +492,35 @@ class PersistenceConformance:
             ("ra", 3),
             ("rb", 2),
         ]
+
+    def test_concurrent_appenders_number_each_run_consecutively(
+        self, persistence: Persistence
+    ) -> None:
+        appends = iter(range(40))
+
+        def append_once() -> list[OutboxEventRecord] | None:
+            if next(appends, None) is None:
+                return None
+            batch = [new_event("rb"), new_event("ra"), new_event("rb")]
+            return persistence.append_outbox_events(batch)
+
+        batches = run_in_threads(4, append_once)
+        assert len(batches) == 40
+        for batch in batches:  # each append got a run's numbers in one consecutive block
+            assert batch[2].sequence == batch[0].sequence + 1
+        for run_id, count in (("ra", 40), ("rb", 80)):
+            stored = [e.sequence for e in persistence.get_outbox_events(run_id)]
+            assert stored == list(range(1, count + 1))
+
+    def test_outbox_numbering_continues_after_retention(
+        self, persistence: Persistence, clock: FakeClock
+    ) -> None:
+        events = append_events(persistence, "r", 2)
+        persistence.mark_outbox_events_published([e.id for e in events])
+        clock.advance(60)
+        assert persistence.delete_published_outbox_events(clock.now()) == 2
+        assert persistence.get_outbox_events("r") == []
+        assert [e.sequence for e in append_events(persistence, "r", 2)] == [3, 4]
 
     def test_outbox_event_fields(self, persistence: Persistence, clock: FakeClock) -> None:
         [event] = persistence.append_outbox_events([new_event("r", "workflow:created", 4)])

@@ -1,0 +1,82 @@
+"""CeleryJobTransport on Postgres and Redis: which wake-ups a commit publishes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy.engine import Engine
+
+from workflow_engine.celery.publisher import EXECUTE_JOB
+from workflow_engine.celery.transport import CeleryJobTransport
+from workflow_engine.persistence.sql import SqlPersistence
+from workflow_engine.records import NewJob
+from workflow_engine.status import Status
+
+
+@pytest.fixture
+def queue(redis_url: str) -> Iterator[str]:
+    name = f"transport-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    for pattern in (f"{name}*", f"routed-{name}*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
+
+
+def published_job_ids(redis_url: str, queue: str) -> list[str]:
+    """The job ids of the ``execute_job`` messages waiting in ``queue`` (every priority list)."""
+    client = redis.Redis.from_url(redis_url)
+    ids = []
+    for key in client.scan_iter(f"{queue}*"):
+        for raw in client.lrange(key, 0, -1):
+            envelope = json.loads(raw)
+            assert envelope["headers"]["task"] == EXECUTE_JOB
+            args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+            ids.append(args[0])
+    return ids
+
+
+def test_a_commit_inside_keeping_one_keeps_the_first_job_of_the_queue_and_wakes_the_rest(
+    migrated_pg: Engine, redis_url: str, queue: str
+) -> None:
+    app = Celery(broker=redis_url)
+    transport = CeleryJobTransport(migrated_pg, app, queue=queue)
+    persistence = SqlPersistence(migrated_pg)
+    jobs = [
+        NewJob(workflow_run_id="r", workflow_id="w", stage_id="routed", queue=f"routed-{queue}"),
+        NewJob(workflow_run_id="r", workflow_id="w", stage_id="a"),
+        NewJob(workflow_run_id="r", workflow_id="w", stage_id="b"),
+    ]
+    with transport.keeping_one(None) as kept:
+        ids = persistence.with_transaction(lambda tx: transport.enqueue_parallel(jobs, tx=tx))
+    other, first, second = ids
+
+    assert kept == [first]  # the first job on the default queue, not the routed one
+    assert published_job_ids(redis_url, queue) == [second]
+    assert published_job_ids(redis_url, f"routed-{queue}") == [other]
+    # nothing is lost: the kept job is a PENDING row the worker (or the tick) leases
+    leased = transport.claim(first)
+    assert leased is not None and leased.status == Status.RUNNING
+
+
+def test_a_rolled_back_transaction_keeps_nothing(
+    migrated_pg: Engine, redis_url: str, queue: str
+) -> None:
+    app = Celery(broker=redis_url)
+    transport = CeleryJobTransport(migrated_pg, app, queue=queue)
+    persistence = SqlPersistence(migrated_pg)
+
+    def enqueue_then_fail(tx: SqlPersistence) -> None:
+        transport.enqueue(NewJob(workflow_run_id="r", workflow_id="w", stage_id="a"), tx=tx)
+        raise RuntimeError("rolled back")
+
+    with transport.keeping_one(None) as kept, pytest.raises(RuntimeError):
+        persistence.with_transaction(enqueue_then_fail)  # type: ignore[arg-type]
+    assert kept == []
+    assert published_job_ids(redis_url, queue) == []
