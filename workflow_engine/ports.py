@@ -20,6 +20,7 @@ from workflow_engine.clock import Clock
 from workflow_engine.records import (
     IdempotencyAcquire,
     JobRecord,
+    LockedRun,
     LogLevel,
     NewJob,
     NewOutboxEvent,
@@ -78,11 +79,13 @@ class Persistence(Protocol):
 
     def get_run(self, run_id: str) -> WorkflowRunRecord | None: ...
 
-    def lock_run(self, run_id: str) -> WorkflowRunRecord | None:
-        """The run, locked against other writers until the current transaction ends.
+    def lock_run(self, run_id: str) -> LockedRun | None:
+        """The run, locked against other writers until the current transaction ends, and its
+        stages (ordered as :meth:`get_stages_by_run`); ``None`` if there is no such run.
 
-        Every transaction that settles a stage takes this lock first, so two parallel stages
-        finishing at once never both miss each other's result when deciding what comes next.
+        Every transaction that starts or settles a stage takes this lock first, so two parallel
+        stages finishing at once never both miss each other's result when deciding what comes
+        next.
         """
         ...
 

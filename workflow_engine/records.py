@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -86,6 +86,13 @@ class WorkflowStageRecord(Record):
     def has_output(self) -> bool:
         """True when the stage stored an output (inline or in the blob store)."""
         return self.output_ref is not None or self.output is not None
+
+
+class LockedRun(NamedTuple):
+    """A run locked in the current transaction, with its stages (see ``Persistence.lock_run``)."""
+
+    run: WorkflowRunRecord
+    stages: list[WorkflowStageRecord]
 
 
 class LogLevel(StrEnum):

@@ -20,6 +20,7 @@ from workflow_engine.celery.publisher import (
 from workflow_engine.celery.tick import run_tick
 from workflow_engine.hosts.support import execute_job, poll_suspended
 from workflow_engine.kernel.commands import RunClaimPending
+from workflow_engine.persistence.sql.dialect import pinned_connection
 from workflow_engine.settings import EngineSettings
 
 logger = logging.getLogger("workflow_engine.celery")
@@ -55,12 +56,13 @@ def run_jobs(context: EngineContext, job_id: str) -> str:
     stage of the same run, on the same queue); return the last outcome ("skipped": the job
     was not there to lease, a duplicate or stale wake-up)."""
     transport = context.transport
-    job = transport.claim(job_id, context.worker_id)
-    outcome = "skipped"
-    while job is not None:
-        with transport.keeping_one(job.queue) as kept:
-            outcome = execute_job(context.kernel, transport, job, context.lease_keeper).outcome
-        job = transport.claim(kept[0], context.worker_id) if kept else None
+    with pinned_connection(context.engine):
+        job = transport.claim(job_id, context.worker_id)
+        outcome = "skipped"
+        while job is not None:
+            with transport.keeping_one(job.queue) as kept:
+                outcome = execute_job(context.kernel, transport, job, context.lease_keeper).outcome
+            job = transport.claim(kept[0], context.worker_id) if kept else None
     return outcome
 
 
@@ -80,7 +82,7 @@ def register_tasks(app: Celery) -> None:
         """Claim pending runs; their first jobs are published once each claim commits."""
         context = engine_context(app)
         limit = context.settings.max_claims_per_tick
-        with context.transport.keeping_one(None) as kept:
+        with pinned_connection(context.engine), context.transport.keeping_one(None) as kept:
             result = context.kernel.dispatch(
                 RunClaimPending(worker_id=context.worker_id, max_claims=limit)
             )

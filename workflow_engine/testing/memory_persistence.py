@@ -27,6 +27,7 @@ from workflow_engine.errors import RecordNotFoundError, StaleVersionError
 from workflow_engine.ports import Persistence
 from workflow_engine.records import (
     IdempotencyAcquire,
+    LockedRun,
     LogLevel,
     NewOutboxEvent,
     NewRun,
@@ -571,9 +572,10 @@ class InMemoryWorkflowPersistence:
             run = self._runs.rows.get(run_id)
             return _copy(run) if run is not None else None
 
-    def lock_run(self, run_id: str) -> WorkflowRunRecord | None:
-        """The run (transactions here are serialised by one lock, so no row lock is needed)."""
-        return self.get_run(run_id)
+    def lock_run(self, run_id: str) -> LockedRun | None:
+        """The run and its stages (transactions here are serialised by one lock already)."""
+        run = self.get_run(run_id)
+        return LockedRun(run, self.get_stages_by_run(run_id)) if run is not None else None
 
     def get_run_status(self, run_id: str) -> Status | None:
         """The run's status, or ``None`` if there is no such run."""

@@ -38,7 +38,13 @@ from workflow_engine.kernel.outputs import (
 from workflow_engine.kernel.progress import advance_run
 from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope, new_causation_id
 from workflow_engine.kernel.stage_context import build_context, parse_config, write_log
-from workflow_engine.records import LogLevel, NewStage, WorkflowRunRecord, WorkflowStageRecord
+from workflow_engine.records import (
+    LockedRun,
+    LogLevel,
+    NewStage,
+    WorkflowRunRecord,
+    WorkflowStageRecord,
+)
 from workflow_engine.status import Status
 
 
@@ -86,13 +92,13 @@ def _mark_running(
 ) -> _Begun | JobExecuteResult:
     """Phase 1: check the run and the lease, mark the stage RUNNING under this lease."""
     tx, stage = scope.tx, node.stage
-    run = tx.lock_run(command.workflow_run_id)
-    if run is None:
+    locked = tx.lock_run(command.workflow_run_id)
+    if locked is None:
         raise RunNotFoundError(command.workflow_run_id)
+    run, stages = locked
     reason = not_running(run, run.id)
     if reason is not None:
         return scope.finish(ghost(reason))
-    stages = tx.get_stages_by_run(run.id)
     existing = next((row for row in stages if row.stage_id == stage.id), None)
     if existing is not None and existing.status == Status.COMPLETED:
         if command.settle:
@@ -245,13 +251,13 @@ class _Execution:
         the stage; with ``settle``, also settle a completed stage in that transaction."""
 
         def body(scope: Scope) -> JobExecuteResult:
-            run = scope.tx.lock_run(self.run_record.id)
-            stages = scope.tx.get_stages_by_run(self.run_record.id)
-            reason = self._lost_ownership(run, stages)
+            locked = scope.tx.lock_run(self.run_record.id)
+            reason = self._lost_ownership(locked)
             if reason is not None:
                 scope.events.clear()
                 return scope.finish(ghost(reason))
-            assert run is not None  # (checked by _lost_ownership)
+            assert locked is not None  # (a deleted run is a reason above)
+            run, stages = locked
             scope.extend(self.progress_events)
             written = write(scope)
             if self.command.settle and result.outcome == "completed":
@@ -263,13 +269,11 @@ class _Execution:
             body, causation_id=self.causation_id, idempotency=self.idempotency
         )
 
-    def _lost_ownership(
-        self, run: WorkflowRunRecord | None, stages: Sequence[WorkflowStageRecord]
-    ) -> str | None:
-        reason = not_running(run, self.run_record.id)
-        if reason is not None:
+    def _lost_ownership(self, locked: LockedRun | None) -> str | None:
+        reason = not_running(locked.run if locked else None, self.run_record.id)
+        if locked is None or reason is not None:
             return reason
-        current = next((row for row in stages if row.id == self.row.id), None)
+        current = next((row for row in locked.stages if row.id == self.row.id), None)
         if current is None or current.status != Status.RUNNING:
             status = current.status.value if current else "deleted"
             return f"Stage {self.stage.id} is {status}, expected RUNNING — stale result discarded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -35,6 +36,7 @@ from workflow_engine.persistence.sql.values import (
 from workflow_engine.ports import Persistence
 from workflow_engine.records import (
     IdempotencyAcquire,
+    LockedRun,
     LogLevel,
     NewOutboxEvent,
     NewRun,
@@ -64,6 +66,9 @@ def _stage(row: AnyRow) -> WorkflowStageRecord:
 
 def _event(row: AnyRow) -> OutboxEventRecord:
     return OutboxEventRecord.model_validate(dict(row._mapping))
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 RUN_FINISHED_CHANNEL = "workflow_engine_run_finished"
@@ -195,13 +200,24 @@ class SqlPersistence:
             row = conn.execute(queries.by_id(runs), params(id=run_id)).first()
         return _run(row) if row is not None else None
 
-    def lock_run(self, run_id: str) -> WorkflowRunRecord | None:
-        """The run, row-locked (``FOR UPDATE``) until the transaction ends on Postgres; on
-        SQLite the transaction's write lock already keeps other writers out."""
-        stmt = queries.LOCK_RUN if self._dialect == "postgresql" else queries.by_id(runs)
+    def lock_run(self, run_id: str) -> LockedRun | None:
+        """The run and its stages, in one statement; the run row stays locked (``FOR UPDATE``)
+        until the transaction ends on Postgres (on SQLite the transaction's write lock already
+        keeps other writers out)."""
         with self._db.read() as conn:
-            row = conn.execute(stmt, params(id=run_id)).first()
-        return _run(row) if row is not None else None
+            rows = conn.execute(queries.lock_run(self._dialect), params(id=run_id)).all()
+        if not rows:
+            return None
+        run_names, stage_names = queries.LOCKED_RUN_COLUMNS
+        first = rows[0]
+        run = WorkflowRunRecord.model_validate(dict(zip(run_names, first, strict=False)))
+        width = len(run_names)
+        stages = [
+            WorkflowStageRecord.model_validate(dict(zip(stage_names, row[width:], strict=True)))
+            for row in rows
+            if row[width] is not None
+        ]
+        return LockedRun(run, stages)
 
     def get_run_status(self, run_id: str) -> Status | None:
         """The run's status, or ``None`` if there is no such run."""
@@ -404,6 +420,9 @@ class SqlPersistence:
             return []
         now = self.clock.now()
         payloads = [self._json("outbox_events.payload", event.payload) for event in events]
+        run_ids = {event.workflow_run_id for event in events}
+        if self._dialect == "postgresql" and len(run_ids) == 1:
+            return self._append_run_events(run_ids.pop(), events, payloads, now)
         counts: dict[str, int] = {}
         for event in events:
             counts[event.workflow_run_id] = counts.get(event.workflow_run_id, 0) + 1
@@ -429,6 +448,44 @@ class SqlPersistence:
                 )
             conn.execute(queries.INSERT_OUTBOX, [record.model_dump() for record in records])
         return records
+
+    def _append_run_events(
+        self,
+        run_id: str,
+        events: Sequence[NewOutboxEvent],
+        payloads: list[Any],
+        now: datetime,
+    ) -> list[OutboxEventRecord]:
+        """Postgres, one run: the counter upsert and the insert as one statement (the hot path
+        appends one run's events per transaction)."""
+        rows = [
+            {
+                "n": n,
+                "id": new_id(),
+                "event_type": event.event_type,
+                "payload": payload,
+                "causation_id": event.causation_id,
+                "occurred_at": event.occurred_at.isoformat(),
+            }
+            for n, (event, payload) in enumerate(zip(events, payloads, strict=True), start=1)
+        ]
+        bound = {"run_id": run_id, "count": len(rows), "created_at": now, "events": _dumps(rows)}
+        with self._db.write() as conn:
+            result = conn.execute(queries.APPEND_RUN_EVENTS, bound)
+            numbers: dict[str, int] = {event_id: sequence for event_id, sequence in result}
+        return [
+            OutboxEventRecord(
+                id=row["id"],
+                created_at=now,
+                workflow_run_id=run_id,
+                sequence=numbers[row["id"]],
+                event_type=event.event_type,
+                payload=row["payload"],
+                causation_id=event.causation_id,
+                occurred_at=event.occurred_at,
+            )
+            for row, event in zip(rows, events, strict=True)
+        ]
 
     def get_unpublished_outbox_events(self, limit: int = 100) -> list[OutboxEventRecord]:
         """Events neither published nor in the DLQ, ordered by run then sequence."""

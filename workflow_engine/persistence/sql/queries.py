@@ -110,7 +110,22 @@ def versioned_update(table: sa.Table, names: tuple[str, ...], checked: bool) -> 
 
 # -- runs and stages -------------------------------------------------------------------------
 RUN_STATUS = sa.select(runs.c.status).where(runs.c.id == param("id"))
-LOCK_RUN = by_id(runs).with_for_update()
+#: Column names of :func:`lock_run`'s rows: the run's, then the stage's.
+LOCKED_RUN_COLUMNS = ([c.name for c in runs.c], [c.name for c in stages.c])
+
+
+@cache
+def lock_run(dialect: str) -> sa.Select[Any]:
+    """Run ``p_id`` joined to its stages (by group, then number), the run row locked on
+    Postgres: one round trip for what starting or settling a stage reads first."""
+    query = (
+        sa.select(*runs.c, *(column.label(f"stage_{column.name}") for column in stages.c))
+        .select_from(runs.outerjoin(stages, stages.c.workflow_run_id == runs.c.id))
+        .where(runs.c.id == param("id"))
+        .order_by(stages.c.execution_group, stages.c.stage_number)
+    )
+    return query.with_for_update(of=runs) if dialect == "postgresql" else query
+
 
 #: Move the best PENDING run to RUNNING, skipping runs another claimer has locked.
 CLAIM_PENDING_RUN = (
@@ -219,6 +234,31 @@ def reserve_sequences(dialect: str) -> sa.Insert:
         set_={"last_sequence": seq.c.last_sequence + stmt.excluded.last_sequence},
     ).returning(seq.c.workflow_run_id, seq.c.last_sequence)
 
+
+#: Postgres: reserve one run's sequence numbers and insert its events in one statement (the
+#: events come as one JSON array, numbered by ``n`` from 1); returns each event's id and number.
+APPEND_RUN_EVENTS = sa.text(
+    """
+    WITH reserved AS (
+        INSERT INTO outbox_sequences (workflow_run_id, last_sequence)
+        VALUES (:run_id, :count)
+        ON CONFLICT (workflow_run_id)
+        DO UPDATE SET last_sequence = outbox_sequences.last_sequence + excluded.last_sequence
+        RETURNING last_sequence
+    )
+    INSERT INTO outbox_events (
+        id, created_at, workflow_run_id, sequence, event_type, payload, causation_id,
+        occurred_at, retry_count, delivered_plugins
+    )
+    SELECT e.id, :created_at, :run_id, reserved.last_sequence - :count + e.n, e.event_type,
+        e.payload, e.causation_id, e.occurred_at, 0, '[]'::jsonb
+    FROM reserved, jsonb_to_recordset(CAST(:events AS jsonb)) AS e(
+        n integer, id text, event_type text, payload jsonb, causation_id text,
+        occurred_at timestamptz
+    )
+    RETURNING id, sequence
+    """
+).bindparams(sa.bindparam("created_at", type_=UtcDateTime()))
 
 UNPUBLISHED_EVENTS = (
     sa.select(outbox)

@@ -123,10 +123,20 @@ class PersistenceConformance:
         assert persistence.get_run("nope") is None
         assert persistence.get_run_status("nope") is None
 
-    def test_lock_run_reads_the_run_inside_a_transaction(self, persistence: Persistence) -> None:
+    def test_lock_run_reads_the_run_and_its_stages_in_a_transaction(
+        self, persistence: Persistence
+    ) -> None:
         run = persistence.create_run(new_run())
+        bare = persistence.with_transaction(lambda tx: tx.lock_run(run.id))
+        assert bare is not None and bare.run == persistence.get_run(run.id) and bare.stages == []
+        for group, stage_id in ((2, "c"), (1, "b"), (1, "a")):
+            persistence.create_stage(
+                new_stage(run.id, stage_id=stage_id, group=group, number=group)
+            )
         locked = persistence.with_transaction(lambda tx: tx.lock_run(run.id))
-        assert locked == persistence.get_run(run.id)
+        assert locked is not None and locked.run == persistence.get_run(run.id)
+        assert locked.stages == persistence.get_stages_by_run(run.id)
+        assert [stage.execution_group for stage in locked.stages] == [1, 1, 2]
         assert persistence.with_transaction(lambda tx: tx.lock_run("nope")) is None
 
     def test_get_run_status(self, persistence: Persistence) -> None:
