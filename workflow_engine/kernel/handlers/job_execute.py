@@ -110,22 +110,25 @@ def _mark_running(
             ghost(f"Job {command.job_id} was leased again — stale execution discarded")
         )
     lease_token = command.lease_token
-    row = tx.upsert_stage(
-        run.id,
-        stage.id,
-        create=NewStage(
-            workflow_run_id=run.id,
-            stage_id=stage.id,
-            stage_name=stage.name,
-            stage_number=node.index + 1,
-            execution_group=node.execution_group,
-            status=Status.RUNNING,
-            config=run.config.get(stage.id, {}),
-            started_at=started,
-            lease_token=lease_token,
-        ),
-        update={"status": Status.RUNNING, "started_at": started, "lease_token": lease_token},
-    )
+    # (the run is locked, so the row read above is still the row: no upsert needed)
+    if existing is not None:
+        row = tx.update_stage(
+            existing.id, status=Status.RUNNING, started_at=started, lease_token=lease_token
+        )
+    else:
+        row = tx.create_stage(
+            NewStage(
+                workflow_run_id=run.id,
+                stage_id=stage.id,
+                stage_name=stage.name,
+                stage_number=node.index + 1,
+                execution_group=node.execution_group,
+                status=Status.RUNNING,
+                config=run.config.get(stage.id, {}),
+                started_at=started,
+                lease_token=lease_token,
+            )
+        )
     scope.emit(
         "stage:started",
         run.id,
