@@ -262,6 +262,70 @@ def test_an_appender_to_a_run_waits_for_the_open_transaction_numbering_it(
     assert [e.sequence for e in persistence.get_outbox_events("run-1")] == expected
 
 
+def _wait_for_a_lock_waiter(engine: Engine) -> None:
+    """Until a session of ``engine``'s Postgres database waits on a lock (10 s deadline)."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 10
+    with engine.connect() as conn:
+        while not conn.execute(query).scalar():
+            assert time.monotonic() < deadline, "nobody waited for the run's lock"
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def pg_persistence(pg_database: PostgresDatabase) -> Iterator[SqlPersistence]:
+    with pg_database.fresh() as engine:
+        yield SqlPersistence(engine)
+
+
+def test_a_settler_waiting_for_the_run_lock_then_reads_the_stage_its_holder_committed(
+    pg_persistence: SqlPersistence,
+) -> None:
+    """Two parallel stages settle at once: the second, blocked on the run's lock, must see the
+    first's COMPLETED stage once it gets the lock (or neither would advance the run). Postgres
+    only: SQLite serialises whole write transactions, so nobody waits inside one."""
+    persistence, engine = pg_persistence, pg_persistence.engine
+    run = persistence.create_run(new_run())
+    first, second = (
+        persistence.create_stage(
+            NewStage(
+                workflow_run_id=run.id,
+                stage_id=stage_id,
+                stage_name=stage_id,
+                stage_number=number,
+                execution_group=1,
+                status=Status.RUNNING,
+            )
+        )
+        for number, stage_id in enumerate(("a", "b"), start=1)
+    )
+    seen: list[dict[str, Status]] = []
+
+    def settle_second() -> None:
+        def body(tx: Persistence) -> None:
+            locked = tx.lock_run(run.id)
+            assert locked is not None
+            seen.append({stage.stage_id: stage.status for stage in locked.stages})
+
+        persistence.with_transaction(body)
+
+    other = threading.Thread(target=settle_second)
+
+    def settle_first(tx: Persistence) -> None:
+        assert tx.lock_run(run.id) is not None
+        tx.update_stage(first.id, status=Status.COMPLETED)
+        other.start()
+        _wait_for_a_lock_waiter(engine)
+
+    persistence.with_transaction(settle_first)
+    other.join(timeout=30)
+    assert seen == [{"a": Status.COMPLETED, "b": Status.RUNNING}]
+    assert second.status == Status.RUNNING
+
+
 def test_idempotency_result_commits_with_the_command(
     persistence: SqlPersistence, clock: FakeClock
 ) -> None:

@@ -79,17 +79,16 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(name=CLAIM_PENDING, ignore_result=True)
     def claim_pending_task() -> int:
-        """Claim one pending run and run its first stage here; its other first-group jobs are
-        published once the claim commits.
-
-        Every created run sends one of these, so one claim per message keeps up with any
-        backlog without empty claims; runs whose message was lost are claimed by the tick.
-        """
+        """Claim pending runs and run one first stage here; the other first jobs are published
+        once the claim commits."""
         context = engine_context(app)
+        limit = context.settings.max_claims_per_tick
         with pinned_connection(context.engine), context.transport.keeping_one(None) as kept:
             result = context.kernel.dispatch(
-                RunClaimPending(worker_id=context.worker_id, max_claims=1)
+                RunClaimPending(worker_id=context.worker_id, max_claims=limit)
             )
+        if len(result.claimed) == limit:
+            context.publisher.claim_pending()  # there may be more
         if kept:
             run_jobs(context, kept[0])
         return len(result.claimed)

@@ -20,11 +20,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from workflow_engine.persistence.sql.fast import FastConnection
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -311,21 +313,25 @@ class ConnectionSource:
         tx = current_transaction(self.engine)
         return tx.connection if tx is not None else None
 
+    def _fast(self, conn: Connection) -> Connection:
+        """On Postgres, ``conn`` running statements through psycopg directly (see ``fast``)."""
+        return cast(Connection, FastConnection(conn)) if self.postgres else conn
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A connection in a write transaction, committed on exit (or the joined one)."""
         with transaction(self.engine) as tx:
-            yield tx.connection
+            yield self._fast(tx.connection)
 
     @contextmanager
     def statement(self) -> Iterator[Connection]:
         """A connection for one writing statement: autocommit on Postgres (one round trip)."""
         joined = self.joined()
         if joined is not None:
-            yield joined
+            yield self._fast(joined)
         elif self.postgres:
             with _connection(self.engine, autocommit=True) as conn:
-                yield conn
+                yield self._fast(conn)
         else:
             with self.engine.begin() as conn:
                 yield conn
@@ -335,10 +341,10 @@ class ConnectionSource:
         """A connection for reading: never takes SQLite's write lock."""
         joined = self.joined()
         if joined is not None:
-            yield joined
+            yield self._fast(joined)
         elif self.postgres:
             with _connection(self.engine, autocommit=True) as conn:
-                yield conn
+                yield self._fast(conn)
         else:
             with self.engine.connect() as conn:
                 yield conn.execution_options(**self._read_options)

@@ -201,23 +201,19 @@ class SqlPersistence:
         return _run(row) if row is not None else None
 
     def lock_run(self, run_id: str) -> LockedRun | None:
-        """The run and its stages, in one statement; the run row stays locked (``FOR UPDATE``)
-        until the transaction ends on Postgres (on SQLite the transaction's write lock already
-        keeps other writers out)."""
+        """The run, row-locked until the transaction ends (``FOR UPDATE`` on Postgres; on
+        SQLite the transaction's write lock already keeps other writers out), and its stages.
+
+        The stages are read by a second statement, after the lock is granted: a statement that
+        waited for the lock still sees the other tables as they were when it started, so a
+        join would miss the stage a concurrent settler just committed.
+        """
         with self._db.read() as conn:
-            rows = conn.execute(queries.lock_run(self._dialect), params(id=run_id)).all()
-        if not rows:
-            return None
-        run_names, stage_names = queries.LOCKED_RUN_COLUMNS
-        first = rows[0]
-        run = WorkflowRunRecord.model_validate(dict(zip(run_names, first, strict=False)))
-        width = len(run_names)
-        stages = [
-            WorkflowStageRecord.model_validate(dict(zip(stage_names, row[width:], strict=True)))
-            for row in rows
-            if row[width] is not None
-        ]
-        return LockedRun(run, stages)
+            row = conn.execute(queries.lock_run(self._dialect), params(id=run_id)).first()
+            if row is None:
+                return None
+            stage_rows = conn.execute(queries.stages_of_run(False, False), params(run_id=run_id))
+            return LockedRun(_run(row), [_stage(stage) for stage in stage_rows.all()])
 
     def get_run_status(self, run_id: str) -> Status | None:
         """The run's status, or ``None`` if there is no such run."""

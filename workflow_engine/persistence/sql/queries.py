@@ -110,21 +110,13 @@ def versioned_update(table: sa.Table, names: tuple[str, ...], checked: bool) -> 
 
 # -- runs and stages -------------------------------------------------------------------------
 RUN_STATUS = sa.select(runs.c.status).where(runs.c.id == param("id"))
-#: Column names of :func:`lock_run`'s rows: the run's, then the stage's.
-LOCKED_RUN_COLUMNS = ([c.name for c in runs.c], [c.name for c in stages.c])
 
 
 @cache
 def lock_run(dialect: str) -> sa.Select[Any]:
-    """Run ``p_id`` joined to its stages (by group, then number), the run row locked on
-    Postgres: one round trip for what starting or settling a stage reads first."""
-    query = (
-        sa.select(*runs.c, *(column.label(f"stage_{column.name}") for column in stages.c))
-        .select_from(runs.outerjoin(stages, stages.c.workflow_run_id == runs.c.id))
-        .where(runs.c.id == param("id"))
-        .order_by(stages.c.execution_group, stages.c.stage_number)
-    )
-    return query.with_for_update(of=runs) if dialect == "postgresql" else query
+    """Run ``p_id``, row-locked on Postgres."""
+    query = by_id(runs)
+    return query.with_for_update() if dialect == "postgresql" else query
 
 
 #: Move the best PENDING run to RUNNING, skipping runs another claimer has locked.
