@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Engine
 from workflow_engine.ai.logger import AICall, AICallStats, add_call_to_stats, empty_stats
 from workflow_engine.clock import Clock, SystemClock
 from workflow_engine.persistence.sql.dialect import ConnectionSource
+from workflow_engine.persistence.sql.queries import param, params
 from workflow_engine.persistence.sql.tables import ai_calls
 from workflow_engine.persistence.sql.types import new_id
 from workflow_engine.persistence.sql.values import DEFAULT_MAX_JSON_BYTES, json_value
@@ -64,17 +66,17 @@ class SqlAICallLogger:
 
     def get_stats(self, topic_prefix: str) -> AICallStats:
         """Totals under ``topic_prefix`` (whole segments), per model, in one query."""
-        query = sa.select(
-            ai_calls.c.model_key,
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(ai_calls.c.input_tokens), 0),
-            sa.func.coalesce(sa.func.sum(ai_calls.c.output_tokens), 0),
-            sa.func.coalesce(sa.func.sum(ai_calls.c.cost), 0.0),
-        ).group_by(ai_calls.c.model_key)
         stats = empty_stats()
         with self._db.read() as conn:
-            condition = topic_condition(conn.dialect.name, topic_prefix)
-            rows = conn.execute(query if condition is None else query.where(condition)).all()
+            dialect = conn.dialect.name
+            if topic_prefix and not topic_prefix.endswith("."):
+                # The common case (a run's or a stage's totals): one statement, built once.
+                bound = params(topic=topic_prefix, pattern=_pattern(dialect, topic_prefix + "."))
+                rows = conn.execute(_stats_of_topic(dialect), bound).all()
+            else:
+                condition = topic_condition(dialect, topic_prefix)
+                query = _STATS if condition is None else _STATS.where(condition)
+                rows = conn.execute(query).all()
         for model_key, calls, input_tokens, output_tokens, cost in rows:
             add_call_to_stats(
                 stats,
@@ -124,6 +126,33 @@ def topic_condition(dialect: str, prefix: str) -> sa.ColumnElement[bool] | None:
     if prefix.endswith("."):
         return _starts_with(dialect, prefix)
     return sa.or_(topic == prefix, _starts_with(dialect, prefix + "."))
+
+
+_STATS = sa.select(
+    ai_calls.c.model_key,
+    sa.func.count(),
+    sa.func.coalesce(sa.func.sum(ai_calls.c.input_tokens), 0),
+    sa.func.coalesce(sa.func.sum(ai_calls.c.output_tokens), 0),
+    sa.func.coalesce(sa.func.sum(ai_calls.c.cost), 0.0),
+).group_by(ai_calls.c.model_key)
+
+
+@cache
+def _stats_of_topic(dialect: str) -> sa.Select[Any]:
+    """:data:`_STATS` of topic ``p_topic`` and the topics matching ``p_pattern`` under it."""
+    topic = ai_calls.c.topic
+    if dialect == "sqlite":
+        under = topic.op("GLOB", is_comparison=True)(param("pattern"))
+    else:
+        under = topic.like(param("pattern"), escape="/")
+    return _STATS.where(sa.or_(topic == param("topic"), under))
+
+
+def _pattern(dialect: str, prefix: str) -> str:
+    """The GLOB (SQLite) or LIKE pattern of every topic starting with ``prefix``."""
+    if dialect == "sqlite":
+        return _GLOB_SPECIAL.sub(r"[\1]", prefix) + "*"
+    return re.sub(r"([/%_])", r"/\1", prefix) + "%"
 
 
 def _starts_with(dialect: str, prefix: str) -> sa.ColumnElement[bool]:

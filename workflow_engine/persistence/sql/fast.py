@@ -3,7 +3,8 @@
 On the hot path a statement's round trip over loopback is cheaper than SQLAlchemy's work
 around it (an execution context, bind and result processing, result metadata built from
 the cursor description): measured at about twice the round trip on a small VM. So on
-Postgres the adapters' connections run each single-row-parameter statement from a cached
+Postgres, unless the engine has event listeners or echo on (tracing and query logging must
+see every statement), the adapters' connections run each one-parameter-set statement from a cached
 plan instead: the SQL SQLAlchemy compiled for it, its bind processors and its result
 columns' processors (the same conversions, so rows come out as SQLAlchemy would give
 them). Anything else (several parameter sets, ``IN`` lists that expand, text without
@@ -14,6 +15,8 @@ invalidates the connection on a disconnect.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -76,7 +79,25 @@ class _Plan:
     results: tuple[Processor | None, ...]
 
 
-@lru_cache(maxsize=512)
+_seen: weakref.WeakSet[ClauseElement] = weakref.WeakSet()
+_seen_lock = threading.Lock()
+
+
+def _plan_reused(statement: ClauseElement, dialect: Dialect) -> _Plan | None:
+    """The plan of a statement object run before; ``None`` on its first run.
+
+    The adapters' hot statements are built once and reused; a statement built for one call
+    is left to SQLAlchemy (whose cache keys on its structure), so it neither pays a compile
+    here nor pushes a hot plan out of the cache.
+    """
+    if statement in _seen:
+        return _plan(statement, dialect)
+    with _seen_lock:
+        _seen.add(statement)
+    return None
+
+
+@lru_cache(maxsize=256)
 def _plan(statement: ClauseElement, dialect: Dialect) -> _Plan | None:
     compiled = statement.compile(dialect=dialect)
     if not isinstance(compiled, SQLCompiler) or "POSTCOMPILE" in compiled.string:
@@ -119,9 +140,17 @@ class FastConnection:
         return getattr(self._connection, name)
 
     def execute(self, statement: Any, parameters: Any = None) -> Any:
-        if isinstance(parameters, Sequence) or not isinstance(statement, ClauseElement):
-            return self._connection.execute(statement, parameters)
-        plan = _plan(statement, self._connection.dialect)
+        connection = self._connection
+        if (
+            isinstance(parameters, Sequence)
+            or not isinstance(statement, ClauseElement)
+            or connection._has_events
+            or connection.engine._has_events
+            or connection._echo
+        ):
+            # (event listeners and echo, e.g. query logging or tracing, see every statement)
+            return connection.execute(statement, parameters)
+        plan = _plan_reused(statement, connection.dialect)
         if plan is None:
             return self._connection.execute(statement, parameters)  # type: ignore[call-overload]
         return self._run(plan, parameters or {})
