@@ -169,10 +169,7 @@ class SqlPersistence:
         if self.engine.dialect.name != "postgresql":
             return
         with self._db.statement() as conn:
-            conn.execute(
-                sa.text("SELECT pg_notify(:channel, :run_id)"),
-                {"channel": RUN_FINISHED_CHANNEL, "run_id": run_id},
-            )
+            conn.execute(queries.NOTIFY, params(channel=RUN_FINISHED_CHANNEL, run_id=run_id))
 
     def _versioned_update(
         self,

@@ -229,8 +229,9 @@ def reserve_sequences(dialect: str) -> sa.Insert:
 
 #: Postgres: reserve one run's sequence numbers and insert its events in one statement (the
 #: events come as one JSON array, numbered by ``n`` from 1); returns each event's id and number.
-APPEND_RUN_EVENTS = sa.text(
-    """
+APPEND_RUN_EVENTS = (
+    sa.text(
+        """
     WITH reserved AS (
         INSERT INTO outbox_sequences (workflow_run_id, last_sequence)
         VALUES (:run_id, :count)
@@ -250,7 +251,13 @@ APPEND_RUN_EVENTS = sa.text(
     )
     RETURNING id, sequence
     """
-).bindparams(sa.bindparam("created_at", type_=UtcDateTime()))
+    )
+    .bindparams(sa.bindparam("created_at", type_=UtcDateTime()))
+    .columns(id=sa.String(), sequence=sa.Integer())
+)
+
+#: Tell ``LISTEN``ers on ``p_channel`` that run ``p_run_id`` ended (sent at commit).
+NOTIFY = sa.select(sa.func.pg_notify(param("channel"), param("run_id")))
 
 UNPUBLISHED_EVENTS = (
     sa.select(outbox)
