@@ -18,7 +18,8 @@ def create_celery_app(
     """A Celery app whose workers run the engine's tasks and whose beat runs the tick.
 
     Worker defaults suit this workload: JSON only, no result backend, prefetch 1 (stages are
-    long and uneven), late acks (a message is only a wake-up, so a redelivery is harmless).
+    long and uneven), early acks (a message is only a wake-up: the lease reaper recovers a
+    stage whose worker died, and the tick re-sends a wake-up lost before its job was leased).
     """
     settings = settings or EngineSettings.from_env()
     app = Celery(main)
@@ -31,7 +32,7 @@ def create_celery_app(
         accept_content=["json"],
         task_ignore_result=True,
         result_backend=None,
-        task_acks_late=True,
+        task_acks_late=False,
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
