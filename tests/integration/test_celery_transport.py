@@ -42,12 +42,19 @@ def published_job_ids(redis_url: str, queue: str) -> list[str]:
     return ids
 
 
+@pytest.fixture
+def transport(migrated_pg: Engine, redis_url: str, queue: str) -> CeleryJobTransport:
+    return CeleryJobTransport(migrated_pg, Celery(broker=redis_url), queue=queue)
+
+
+@pytest.fixture
+def persistence(migrated_pg: Engine) -> SqlPersistence:
+    return SqlPersistence(migrated_pg)
+
+
 def test_a_commit_inside_keeping_one_keeps_the_first_job_of_the_queue_and_wakes_the_rest(
-    migrated_pg: Engine, redis_url: str, queue: str
+    transport: CeleryJobTransport, persistence: SqlPersistence, redis_url: str, queue: str
 ) -> None:
-    app = Celery(broker=redis_url)
-    transport = CeleryJobTransport(migrated_pg, app, queue=queue)
-    persistence = SqlPersistence(migrated_pg)
     jobs = [
         NewJob(workflow_run_id="r", workflow_id="w", stage_id="routed", queue=f"routed-{queue}"),
         NewJob(workflow_run_id="r", workflow_id="w", stage_id="a"),
@@ -66,11 +73,8 @@ def test_a_commit_inside_keeping_one_keeps_the_first_job_of_the_queue_and_wakes_
 
 
 def test_a_rolled_back_transaction_keeps_nothing(
-    migrated_pg: Engine, redis_url: str, queue: str
+    transport: CeleryJobTransport, persistence: SqlPersistence, redis_url: str, queue: str
 ) -> None:
-    app = Celery(broker=redis_url)
-    transport = CeleryJobTransport(migrated_pg, app, queue=queue)
-    persistence = SqlPersistence(migrated_pg)
 
     def enqueue_then_fail(tx: SqlPersistence) -> None:
         transport.enqueue(NewJob(workflow_run_id="r", workflow_id="w", stage_id="a"), tx=tx)

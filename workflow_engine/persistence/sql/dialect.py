@@ -326,25 +326,28 @@ class ConnectionSource:
     @contextmanager
     def statement(self) -> Iterator[Connection]:
         """A connection for one writing statement: autocommit on Postgres (one round trip)."""
-        joined = self.joined()
-        if joined is not None:
-            yield self._fast(joined)
-        elif self.postgres:
-            with _connection(self.engine, autocommit=True) as conn:
-                yield self._fast(conn)
-        else:
-            with self.engine.begin() as conn:
-                yield conn
+        with self._outside_transaction(write=True) as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for reading: never takes SQLite's write lock."""
+        with self._outside_transaction(write=False) as conn:
+            yield conn
+
+    @contextmanager
+    def _outside_transaction(self, *, write: bool) -> Iterator[Connection]:
+        """The joined transaction's connection; else Postgres in autocommit, or SQLite in a
+        write (``BEGIN IMMEDIATE``) or read (deferred) transaction."""
         joined = self.joined()
         if joined is not None:
             yield self._fast(joined)
         elif self.postgres:
             with _connection(self.engine, autocommit=True) as conn:
                 yield self._fast(conn)
+        elif write:
+            with self.engine.begin() as conn:
+                yield conn
         else:
             with self.engine.connect() as conn:
                 yield conn.execution_options(**self._read_options)
