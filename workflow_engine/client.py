@@ -183,7 +183,7 @@ class WorkflowClient:
         )
         if connection is None:
             result = self._context.kernel.dispatch(command)
-            self._context.publisher.claim_pending()
+            self._context.publisher.claim_pending(result.workflow_run_id)
             return result.workflow_run_id
         conn, after_commit = _caller_connection(connection)
         with join_transaction(self._context.engine, conn) as tx:
@@ -195,9 +195,10 @@ class WorkflowClient:
                     savepoint.rollback()
                 raise
             savepoint.commit()
-        callbacks = [*tx.callbacks, self._context.publisher.claim_pending]
+        run_id = result.workflow_run_id
+        callbacks = [*tx.callbacks, lambda: self._context.publisher.claim_pending(run_id)]
         (on_commit or after_commit)(lambda: _run_callbacks(callbacks))
-        return result.workflow_run_id
+        return run_id
 
     def get_run(self, run_id: str) -> RunView:
         """The run and its stages; raise ``RunNotFoundError`` for an unknown id."""

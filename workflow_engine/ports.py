@@ -106,8 +106,9 @@ class Persistence(Protocol):
         """RUNNING runs not updated after ``since`` none of whose stages was either."""
         ...
 
-    def claim_next_pending_run(self) -> WorkflowRunRecord | None:
-        """Atomically move the highest-priority, oldest PENDING run to RUNNING and return it."""
+    def claim_next_pending_run(self, run_id: str | None = None) -> WorkflowRunRecord | None:
+        """Atomically move the highest-priority, oldest PENDING run (with ``run_id``: that run,
+        if it is still PENDING) to RUNNING and return it."""
         ...
 
     # -- stages ---------------------------------------------------------------------------------

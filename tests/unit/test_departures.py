@@ -1145,3 +1145,19 @@ def test_ai_cost_topics_match_whole_segments() -> None:
     stats = logger.get_stats("workflow.run1")
     assert stats["total_calls"] == 2
     assert stats["total_cost"] == pytest.approx(1.5)
+
+
+# =================================================================================================
+# 18. A wake-up that names its run claims that run (and only it), so a new run starts at once
+#     even when older runs wait; those are the tick's to claim.
+# =================================================================================================
+def test_claim_pending_with_a_run_id_claims_that_run_only() -> None:
+    e = make_engine(single())
+    waiting = e.create(priority=9)
+    named = e.create()
+    result = e.kernel.dispatch(RunClaimPending(worker_id="w", max_claims=10, workflow_run_id=named))
+    assert [claimed.workflow_run_id for claimed in result.claimed] == [named]
+    assert e.run(named).status == Status.RUNNING and e.run(waiting).status == Status.PENDING
+    again = e.kernel.dispatch(RunClaimPending(worker_id="w", workflow_run_id=named))
+    assert again.claimed == []
+    assert e.claim() == [waiting]

@@ -46,8 +46,10 @@ class Publisher:
             eta=eta,
         )
 
-    def claim_pending(self) -> bool:
-        return self._send(CLAIM_PENDING, queue=self.default_queue)
+    def claim_pending(self, workflow_run_id: str | None = None) -> bool:
+        """Wake a worker to claim run ``workflow_run_id`` (``None``: any pending runs)."""
+        kwargs = {} if workflow_run_id is None else {"workflow_run_id": workflow_run_id}
+        return self._send(CLAIM_PENDING, kwargs=kwargs, queue=self.default_queue)
 
     def poll_suspended(self, workflow_run_id: str, stage_id: str, eta: datetime) -> bool:
         return self._send(

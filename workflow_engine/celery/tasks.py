@@ -78,16 +78,18 @@ def register_tasks(app: Celery) -> None:
         return run_jobs(engine_context(app), job_id)
 
     @app.task(name=CLAIM_PENDING, ignore_result=True)
-    def claim_pending_task() -> int:
-        """Claim pending runs and run one first stage here; the other first jobs are published
-        once the claim commits."""
+    def claim_pending_task(workflow_run_id: str | None = None) -> int:
+        """Claim the run a new run's wake-up names (or, unnamed, up to a tick's worth of
+        pending runs) and run one first stage here; other first jobs are published once the
+        claim commits. Runs whose wake-up was lost are claimed by the tick."""
         context = engine_context(app)
         limit = context.settings.max_claims_per_tick
+        command = RunClaimPending(
+            worker_id=context.worker_id, max_claims=limit, workflow_run_id=workflow_run_id
+        )
         with pinned_connection(context.engine), context.transport.keeping_one(None) as kept:
-            result = context.kernel.dispatch(
-                RunClaimPending(worker_id=context.worker_id, max_claims=limit)
-            )
-        if len(result.claimed) == limit:
+            result = context.kernel.dispatch(command)
+        if workflow_run_id is None and len(result.claimed) == limit:
             context.publisher.claim_pending()  # there may be more
         if kept:
             run_jobs(context, kept[0])

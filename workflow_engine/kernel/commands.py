@@ -47,11 +47,16 @@ class RunCreateResult(Result):
 
 # -- run.claimPending -----------------------------------------------------------------------------
 class RunClaimPending(Command):
-    """Claim up to ``max_claims`` PENDING runs, each in its own transaction, and enqueue group 1."""
+    """Claim up to ``max_claims`` PENDING runs, each in its own transaction, and enqueue group 1.
+
+    With ``workflow_run_id``, claim that run if it is still PENDING (a wake-up that names its
+    run), and no other.
+    """
 
     type: Literal["run.claimPending"] = "run.claimPending"
     worker_id: str
     max_claims: int = Field(default=10, ge=0)
+    workflow_run_id: str | None = None
 
 
 class ClaimedRun(Result):

@@ -623,14 +623,21 @@ class InMemoryWorkflowPersistence:
         stages = self._stages.rows
         return any(stages[key].updated_at > since for key in self._stages_by_run.keys(run_id))
 
-    def claim_next_pending_run(self) -> WorkflowRunRecord | None:
-        """Move the highest-priority, oldest PENDING run to RUNNING and return it."""
+    def claim_next_pending_run(self, run_id: str | None = None) -> WorkflowRunRecord | None:
+        """Move the highest-priority, oldest PENDING run (with ``run_id``: that run, if it is
+        still PENDING) to RUNNING and return it."""
         with self._lock:
-            self._pending_runs.compact(self._runs)
-            first = self._pending_runs.first(self._runs)
-            if first is None:
-                return None
-            run = self._runs.rows[first[1]]
+            if run_id is not None:
+                named = self._runs.rows.get(run_id)
+                if named is None or named.status != Status.PENDING:
+                    return None
+                run = named
+            else:
+                self._pending_runs.compact(self._runs)
+                first = self._pending_runs.first(self._runs)
+                if first is None:
+                    return None
+                run = self._runs.rows[first[1]]
             now = self.clock.now()
             claimed = _with_changes(
                 run, {"status": Status.RUNNING, "started_at": now}, frozenset(), now

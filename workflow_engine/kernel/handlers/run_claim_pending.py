@@ -16,7 +16,8 @@ def handle_run_claim_pending(
     command: RunClaimPending, runtime: Runtime, idempotency: Idempotency | None
 ) -> RunClaimPendingResult:
     claimed: list[ClaimedRun] = []
-    for _ in range(command.max_claims):
+    limit = command.max_claims if command.workflow_run_id is None else min(command.max_claims, 1)
+    for _ in range(limit):
         attempted: list[str] = []
         try:
             outcome = runtime.transaction(partial(_claim_one, command=command, attempted=attempted))
@@ -38,7 +39,7 @@ def _claim_one(
     scope: Scope, command: RunClaimPending, attempted: list[str]
 ) -> ClaimedRun | Literal["nothing-pending"] | None:
     """Claim one run: the claimed run, ``None`` if it failed at once, or nothing pending."""
-    run = scope.tx.claim_next_pending_run()
+    run = scope.tx.claim_next_pending_run(command.workflow_run_id)
     if run is None:
         return NOTHING_PENDING
     attempted.append(run.id)

@@ -242,14 +242,20 @@ class SqlPersistence:
             rows = conn.execute(queries.STUCK_RUNS, params(since=since)).all()
         return [_run(row) for row in rows]
 
-    def claim_next_pending_run(self) -> WorkflowRunRecord | None:
-        """Atomically move the highest-priority, oldest PENDING run to RUNNING and return it.
+    def claim_next_pending_run(self, run_id: str | None = None) -> WorkflowRunRecord | None:
+        """Atomically move the highest-priority, oldest PENDING run (with ``run_id``: that run,
+        if it is still PENDING) to RUNNING and return it.
 
         One statement; on Postgres the candidate is locked with ``SKIP LOCKED`` so concurrent
         claimers take different runs, on SQLite the write lock serialises them.
         """
+        now = self.clock.now()
+        if run_id is None:
+            stmt, bound = queries.CLAIM_PENDING_RUN, params(now=now)
+        else:
+            stmt, bound = queries.CLAIM_NAMED_RUN, params(now=now, id=run_id)
         with self._db.statement() as conn:
-            row = conn.execute(queries.CLAIM_PENDING_RUN, params(now=self.clock.now())).first()
+            row = conn.execute(stmt, bound).first()
         return _run(row) if row is not None else None
 
     # -- stages ---------------------------------------------------------------------------------

@@ -119,6 +119,13 @@ def lock_run(dialect: str) -> sa.Select[Any]:
     return query.with_for_update() if dialect == "postgresql" else query
 
 
+_STARTED: dict[str, Any] = {
+    "status": Status.RUNNING,
+    "started_at": param("now"),
+    "updated_at": param("now"),
+    "version": runs.c.version + 1,
+}
+
 #: Move the best PENDING run to RUNNING, skipping runs another claimer has locked.
 CLAIM_PENDING_RUN = (
     sa.update(runs)
@@ -134,12 +141,15 @@ CLAIM_PENDING_RUN = (
         # and a second predicate tempts the planner to scan the pending index instead of
         # fetching one row by primary key.
     )
-    .values(
-        status=Status.RUNNING,
-        started_at=param("now"),
-        updated_at=param("now"),
-        version=runs.c.version + 1,
-    )
+    .values(_STARTED)
+    .returning(*runs.c)
+)
+
+#: Move run ``p_id`` to RUNNING if it is still PENDING (the run a wake-up names).
+CLAIM_NAMED_RUN = (
+    sa.update(runs)
+    .where(runs.c.id == param("id"), is_status(runs.c.status, Status.PENDING))
+    .values(_STARTED)
     .returning(*runs.c)
 )
 

@@ -270,6 +270,19 @@ class PersistenceConformance:
         assert claimed.started_at == clock.now() and claimed.updated_at == clock.now()
         assert persistence.get_run_status(run.id) == Status.RUNNING
 
+    def test_claim_of_a_named_run_takes_that_run_only_while_pending(
+        self, persistence: Persistence, clock: FakeClock
+    ) -> None:
+        older = persistence.create_run(new_run(priority=9))
+        named = persistence.create_run(new_run())
+        claimed = persistence.claim_next_pending_run(named.id)
+        assert claimed is not None and claimed.id == named.id
+        assert (claimed.status, claimed.version) == (Status.RUNNING, 2)
+        assert persistence.get_run_status(older.id) == Status.PENDING
+        assert persistence.claim_next_pending_run(named.id) is None  # no longer PENDING
+        assert persistence.claim_next_pending_run("nope") is None
+        assert persistence.get_run_status(older.id) == Status.PENDING
+
     def test_claim_returns_none_without_pending_runs(self, persistence: Persistence) -> None:
         running_run(persistence)
         assert persistence.claim_next_pending_run() is None
