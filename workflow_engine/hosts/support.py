@@ -206,15 +206,12 @@ def execute_job(
     return JobOutcome(outcome="failed", error=error)
 
 
-def transition(kernel: Kernel, workflow_run_id: str) -> bool:
-    """Dispatch ``run.transition``; a failure is logged and ``False`` returned (the stuck-run
-    reaper retries it)."""
+def transition(kernel: Kernel, workflow_run_id: str) -> None:
+    """Dispatch ``run.transition``; a failure is logged (the stuck-run reaper retries it)."""
     try:
         kernel.dispatch(RunTransition(workflow_run_id=workflow_run_id))
     except Exception:
         logger.exception("run.transition for %s failed", workflow_run_id)
-        return False
-    return True
 
 
 def job_from_message(

@@ -62,8 +62,10 @@ def handle_job_execute(
     )
     if isinstance(begun, JobExecuteResult):
         return begun
-    execution = _Execution(runtime, command, workflow, node, begun, started)
-    return execution.run(causation_id, idempotency)
+    execution = _Execution(
+        runtime, command, workflow, node, begun, started, causation_id, idempotency
+    )
+    return execution.run()
 
 
 def ghost(reason: str) -> JobExecuteResult:
@@ -199,6 +201,8 @@ class _Execution:
         node: StageNode,
         begun: _Begun,
         started: datetime,
+        causation_id: str,
+        idempotency: Idempotency | None,
     ) -> None:
         self.runtime = runtime
         self.command = command
@@ -209,11 +213,12 @@ class _Execution:
         self.stages = begun.stages
         self.row = begun.row
         self.started = started
+        self.causation_id = causation_id
+        self.idempotency = idempotency
         self.progress_events: list[dict[str, Any]] = []
 
-    def run(self, causation_id: str, idempotency: Idempotency | None) -> JobExecuteResult:
-        """Execute the stage and record its outcome under ``causation_id`` (and the key)."""
-        self.causation_id, self.idempotency = causation_id, idempotency
+    def run(self) -> JobExecuteResult:
+        """Execute the stage and record its outcome (under the dispatch's idempotency key)."""
         try:
             outcome = self._execute()
             if isinstance(outcome, Suspend):
