@@ -21,6 +21,7 @@ from workflow_engine.celery.tick import run_tick
 from workflow_engine.hosts.support import execute_job, poll_suspended
 from workflow_engine.kernel.commands import RunClaimPending
 from workflow_engine.persistence.sql.dialect import pinned_connection
+from workflow_engine.records import JobRecord
 from workflow_engine.settings import EngineSettings
 
 logger = logging.getLogger("workflow_engine.celery")
@@ -51,18 +52,16 @@ def _forget_parent_connections(**_: Any) -> None:
         _contexts.clear()
 
 
-def run_jobs(context: EngineContext, job_id: str) -> str:
-    """Lease and run the job, then each next job its commit kept for this worker (the next
-    stage of the same run, on the same queue); return the last outcome ("skipped": the job
-    was not there to lease, a duplicate or stale wake-up)."""
-    transport = context.transport
-    with pinned_connection(context.engine):
-        job = transport.claim(job_id, context.worker_id)
-        outcome = "skipped"
-        while job is not None:
-            with transport.keeping_one(job.queue) as kept:
-                outcome = execute_job(context.kernel, transport, job, context.lease_keeper).outcome
-            job = transport.claim(kept[0], context.worker_id) if kept else None
+def run_jobs(context: EngineContext, job: JobRecord | None) -> str:
+    """Run the leased job, then each next job its commit leased for this worker (the next
+    stage of the same run, on the same queue); return the last outcome ("skipped": there was
+    no job to run, a duplicate or stale wake-up)."""
+    outcome = "skipped"
+    while job is not None:
+        with context.transport.keeping_one(job.queue, context.worker_id) as kept:
+            result = execute_job(context.kernel, context.transport, job, context.lease_keeper)
+        outcome = result.outcome
+        job = kept[0] if kept else None
     return outcome
 
 
@@ -75,7 +74,9 @@ def register_tasks(app: Celery) -> None:
         if not isinstance(job_id, str) or not job_id:
             logger.error("execute_job needs a job id, got %r: message dropped", job_id)
             return "invalid"
-        return run_jobs(engine_context(app), job_id)
+        context = engine_context(app)
+        with pinned_connection(context.engine):
+            return run_jobs(context, context.transport.claim(job_id, context.worker_id))
 
     @app.task(name=CLAIM_PENDING, ignore_result=True)
     def claim_pending_task(workflow_run_id: str | None = None) -> int:
@@ -87,12 +88,12 @@ def register_tasks(app: Celery) -> None:
         command = RunClaimPending(
             worker_id=context.worker_id, max_claims=limit, workflow_run_id=workflow_run_id
         )
-        with pinned_connection(context.engine), context.transport.keeping_one(None) as kept:
-            result = context.kernel.dispatch(command)
-        if workflow_run_id is None and len(result.claimed) == limit:
-            context.publisher.claim_pending()  # there may be more
-        if kept:
-            run_jobs(context, kept[0])
+        with pinned_connection(context.engine):
+            with context.transport.keeping_one(None, context.worker_id) as kept:
+                result = context.kernel.dispatch(command)
+            if workflow_run_id is None and len(result.claimed) == limit:
+                context.publisher.claim_pending()  # there may be more
+            run_jobs(context, kept[0] if kept else None)
         return len(result.claimed)
 
     @app.task(name=POLL_SUSPENDED, ignore_result=True)

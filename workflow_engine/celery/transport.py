@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 
 import sqlalchemy as sa
 from celery import Celery
@@ -16,7 +17,7 @@ from workflow_engine.clock import Clock
 from workflow_engine.persistence.sql import SqlJobQueue
 from workflow_engine.persistence.sql.tables import job_queue
 from workflow_engine.ports import Persistence, StaleJobs
-from workflow_engine.records import NewJob
+from workflow_engine.records import JobRecord, NewJob
 from workflow_engine.status import Status
 
 
@@ -49,15 +50,16 @@ class CeleryJobTransport(SqlJobQueue):
         self._local = threading.local()
 
     @contextmanager
-    def keeping_one(self, queue: str | None) -> Iterator[list[str]]:
-        """Keep, instead of publishing, the first due job on ``queue`` (``None``: the default)
-        that this thread's commits enqueue within the block; its id lands in the yielded list.
+    def keeping_one(self, queue: str | None, worker_id: str) -> Iterator[list[JobRecord]]:
+        """Lease to ``worker_id``, instead of publishing, the first due job on ``queue``
+        (``None``: the default) that this thread's transactions enqueue within the block; once
+        its transaction commits, the leased job lands in the yielded list.
 
-        A worker that finished a stage claims the kept job and runs the next stage at once,
-        saving a broker round trip per stage. Should it die first, the job row is there and
-        the maintenance tick re-publishes it as a lost wake-up.
+        A worker that finished a stage runs the kept job, the run's next stage, at once: no
+        broker round trip and no lease round trip per stage. Should it die first, the lease
+        expires and the reaper re-queues the job, as for a worker lost mid-stage.
         """
-        keeper = self._local.keeper = _Keeper(queue)
+        keeper = self._local.keeper = _Keeper(queue, worker_id)
         try:
             yield keeper.kept
         finally:
@@ -66,15 +68,25 @@ class CeleryJobTransport(SqlJobQueue):
     def enqueue_parallel(
         self, jobs: Sequence[NewJob], *, tx: Persistence | None = None
     ) -> list[str]:
-        """Write the job rows (in ``tx`` when given), then publish one wake-up per job."""
-        ids = super().enqueue_parallel(jobs, tx=tx)
-        wakeups = [(job_id, job) for job_id, job in zip(ids, jobs, strict=True)]
+        """Write the job rows (in ``tx`` when given), then publish one wake-up per job, but
+        for the one a :meth:`keeping_one` block leases."""
+        keeper: _Keeper | None = getattr(self._local, "keeper", None)
+        joined = keeper is not None and self._joinable(tx) is not None
+        index = keeper.pick(jobs) if keeper is not None and joined else None
+        if keeper is None or index is None or tx is None:
+            ids = super().enqueue_parallel(jobs, tx=tx)
+        else:
+            ids, leased = self.enqueue_leased(jobs, index, keeper.worker_id, tx=tx)
+            tx.after_commit(partial(keeper.kept.append, leased))
+        wakeups = [
+            (job_id, job)
+            for position, (job_id, job) in enumerate(zip(ids, jobs, strict=True))
+            if position != index
+        ]
 
         def publish() -> None:
-            keeper: _Keeper | None = getattr(self._local, "keeper", None)
             for job_id, job in wakeups:
-                if keeper is None or not keeper.keep(job_id, job):
-                    self._wake(job_id, job.queue, job.priority, job.scheduled_for)
+                self._wake(job_id, job.queue, job.priority, job.scheduled_for)
 
         if tx is None:
             publish()
@@ -137,14 +149,20 @@ class CeleryJobTransport(SqlJobQueue):
 
 
 class _Keeper:
-    """The job :meth:`CeleryJobTransport.keeping_one` keeps (at most one)."""
+    """The job :meth:`CeleryJobTransport.keeping_one` keeps (at most one per block)."""
 
-    def __init__(self, queue: str | None) -> None:
+    def __init__(self, queue: str | None, worker_id: str) -> None:
         self.queue = queue
-        self.kept: list[str] = []
+        self.worker_id = worker_id
+        self.kept: list[JobRecord] = []
+        self._picked = False
 
-    def keep(self, job_id: str, job: NewJob) -> bool:
-        if self.kept or job.queue != self.queue or job.scheduled_for is not None:
-            return False
-        self.kept.append(job_id)
-        return True
+    def pick(self, jobs: Sequence[NewJob]) -> int | None:
+        """The index of the job to lease, if this block has not picked one yet."""
+        if self._picked:
+            return None
+        for index, job in enumerate(jobs):
+            if job.queue == self.queue and job.scheduled_for is None:
+                self._picked = True
+                return index
+        return None

@@ -163,7 +163,7 @@ class SqlJobQueue:
         database gets the rows in that very transaction; any other ``tx`` inserts them from
         an ``after_commit`` callback.
         """
-        rows = [self._new_row(job) for job in jobs]
+        rows = [self._new_record(job).model_dump() for job in jobs]
         if not rows:
             return []
         joined = self._joinable(tx)
@@ -175,14 +175,41 @@ class SqlJobQueue:
             self._insert_now(rows)
         return [row["id"] for row in rows]
 
+    def enqueue_leased(
+        self, jobs: Sequence[NewJob], leased: int, worker_id: str, *, tx: Persistence
+    ) -> tuple[list[str], JobRecord]:
+        """Enqueue jobs in ``tx`` (which must share this queue's database), ``jobs[leased]``
+        already leased to ``worker_id``: its lease starts when ``tx`` commits.
+
+        The worker whose commit enqueued the job runs it next, without a lease round trip;
+        should it die first, the lease expires and is reaped like any other.
+        """
+        conn = self._joinable(tx)
+        if conn is None:
+            raise ValueError("enqueue_leased needs a transaction on the queue's database")
+        records = [self._new_record(job) for job in jobs]
+        lease = records[leased]
+        records[leased] = lease.model_copy(
+            update={
+                "status": Status.RUNNING,
+                "attempt": 1,
+                "worker_id": worker_id,
+                "locked_at": lease.created_at,
+                "started_at": lease.created_at,
+                "lease_token": uuid.uuid4().hex,
+            }
+        )
+        self._insert(conn, [record.model_dump() for record in records])
+        return [record.id for record in records], records[leased]
+
     def _joinable(self, tx: Persistence | None) -> Connection | None:
         if not isinstance(tx, SqlPersistence) or tx.connection is None:
             return None
         return tx.connection if same_database(tx.engine, self._db.engine) else None
 
-    def _new_row(self, job: NewJob) -> dict[str, Any]:
+    def _new_record(self, job: NewJob) -> JobRecord:
         now = self.clock.now()
-        record = JobRecord(
+        return JobRecord(
             id=job.id or new_id(),
             created_at=now,
             updated_at=now,
@@ -195,7 +222,6 @@ class SqlJobQueue:
             payload=json_value("job_queue.payload", job.payload, self.max_json_bytes),
             queue=job.queue,
         )
-        return record.model_dump()
 
     def _insert_now(self, rows: list[dict[str, Any]]) -> None:
         with self._db.statement() as conn:
