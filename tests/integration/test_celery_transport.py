@@ -52,45 +52,40 @@ def persistence(migrated_pg: Engine) -> SqlPersistence:
     return SqlPersistence(migrated_pg)
 
 
-def test_a_commit_inside_keeping_one_leases_the_first_job_of_the_queue_and_wakes_the_rest(
+def test_a_commit_wakes_each_job_on_its_queue_but_the_one_enqueued_leased(
     transport: CeleryJobTransport, persistence: SqlPersistence, redis_url: str, queue: str
 ) -> None:
     jobs = [
         NewJob(workflow_run_id="r", workflow_id="w", stage_id="routed", queue=f"routed-{queue}"),
-        NewJob(workflow_run_id="r", workflow_id="w", stage_id="a"),
+        NewJob(workflow_run_id="r", workflow_id="w", stage_id="a", worker_id="w1", lease_token="t"),
         NewJob(workflow_run_id="r", workflow_id="w", stage_id="b"),
     ]
-    with transport.keeping_one(None, "worker-1") as kept:
-        ids = persistence.with_transaction(lambda tx: transport.enqueue_parallel(jobs, tx=tx))
-    other, first, second = ids
+    other, first, second = persistence.with_transaction(
+        lambda tx: transport.enqueue_parallel(jobs, tx=tx)
+    )
 
-    # the first job on the default queue, not the routed one, leased in the same commit
-    assert [job.id for job in kept] == [first]
+    # the leased job's worker runs it: a wake-up would only find nothing to lease
     assert published_job_ids(redis_url, queue) == [second]
     assert published_job_ids(redis_url, f"routed-{queue}") == [other]
     stored = transport.get_job(first)
-    assert stored is not None and stored.status == Status.RUNNING
-    assert (stored.worker_id, stored.attempt) == ("worker-1", 1)
-    assert stored.lease_token is not None and stored.lease_token == kept[0].lease_token
-    assert transport.claim(first) is None  # a wake-up for it would find nothing to lease
-    # the lease is a real one: it completes with its token, and it is reaped when it expires
-    assert transport.complete(first, lease_token=kept[0].lease_token)
+    assert stored is not None and (stored.status, stored.lease_token) == (Status.RUNNING, "t")
 
 
 def test_a_leased_job_whose_worker_died_is_reaped_and_woken(
     transport: CeleryJobTransport, persistence: SqlPersistence, redis_url: str, queue: str
 ) -> None:
-    job = NewJob(workflow_run_id="r", workflow_id="w", stage_id="a")
-    with transport.keeping_one(None, "worker-1") as kept:
-        persistence.with_transaction(lambda tx: transport.enqueue(job, tx=tx))
+    job = NewJob(
+        workflow_run_id="r", workflow_id="w", stage_id="a", worker_id="w1", lease_token="t"
+    )
+    job_id = persistence.with_transaction(lambda tx: transport.enqueue(job, tx=tx))
     assert published_job_ids(redis_url, queue) == []
 
     released = transport.reap_stale_jobs(threshold_ms=0).released
-    assert [stale.id for stale in released] == [kept[0].id]
-    assert published_job_ids(redis_url, queue) == [kept[0].id]
+    assert [stale.id for stale in released] == [job_id]
+    assert published_job_ids(redis_url, queue) == [job_id]
 
 
-def test_a_rolled_back_transaction_keeps_nothing(
+def test_a_rolled_back_transaction_wakes_nothing(
     transport: CeleryJobTransport, persistence: SqlPersistence, redis_url: str, queue: str
 ) -> None:
 
@@ -98,8 +93,7 @@ def test_a_rolled_back_transaction_keeps_nothing(
         transport.enqueue(NewJob(workflow_run_id="r", workflow_id="w", stage_id="a"), tx=tx)
         raise RuntimeError("rolled back")
 
-    with transport.keeping_one(None, "worker-1") as kept, pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):
         persistence.with_transaction(enqueue_then_fail)  # type: ignore[arg-type]
-    assert kept == []
     assert published_job_ids(redis_url, queue) == []
     assert transport.get_jobs_by_workflow_run("r") == []

@@ -52,16 +52,21 @@ def _forget_parent_connections(**_: Any) -> None:
         _contexts.clear()
 
 
-def run_jobs(context: EngineContext, job: JobRecord | None) -> str:
-    """Run the leased job, then each next job its commit leased for this worker (the next
-    stage of the same run, on the same queue); return the last outcome ("skipped": there was
-    no job to run, a duplicate or stale wake-up)."""
+def run_jobs(context: EngineContext, job: JobRecord | None, *, started: bool = False) -> str:
+    """Run the leased job (``started``: a ``next_job``, its stage already started), then each
+    next job its commit leased to this worker (the next stage of the same run, on the same
+    queue); return the last outcome ("skipped": no job to run, a duplicate or stale wake-up)."""
     outcome = "skipped"
     while job is not None:
-        with context.transport.keeping_one(job.queue, context.worker_id) as kept:
-            result = execute_job(context.kernel, context.transport, job, context.lease_keeper)
-        outcome = result.outcome
-        job = kept[0] if kept else None
+        result = execute_job(
+            context.kernel,
+            context.transport,
+            job,
+            context.lease_keeper,
+            lease_next_to=context.worker_id,
+            stage_started=started,
+        )
+        outcome, job, started = result.outcome, result.next_job, True
     return outcome
 
 
@@ -86,14 +91,16 @@ def register_tasks(app: Celery) -> None:
         context = engine_context(app)
         limit = context.settings.max_claims_per_tick
         command = RunClaimPending(
-            worker_id=context.worker_id, max_claims=limit, workflow_run_id=workflow_run_id
+            worker_id=context.worker_id,
+            max_claims=limit,
+            workflow_run_id=workflow_run_id,
+            lease_first_job=True,
         )
         with pinned_connection(context.engine):
-            with context.transport.keeping_one(None, context.worker_id) as kept:
-                result = context.kernel.dispatch(command)
+            result = context.kernel.dispatch(command)
             if workflow_run_id is None and len(result.claimed) == limit:
                 context.publisher.claim_pending()  # there may be more
-            run_jobs(context, kept[0] if kept else None)
+            run_jobs(context, result.next_job, started=True)
         return len(result.claimed)
 
     @app.task(name=POLL_SUSPENDED, ignore_result=True)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from functools import partial
 
 import sqlalchemy as sa
 from celery import Celery
@@ -17,7 +14,7 @@ from workflow_engine.clock import Clock
 from workflow_engine.persistence.sql import SqlJobQueue
 from workflow_engine.persistence.sql.tables import job_queue
 from workflow_engine.ports import Persistence, StaleJobs
-from workflow_engine.records import JobRecord, NewJob
+from workflow_engine.records import NewJob
 from workflow_engine.status import Status
 
 
@@ -47,41 +44,15 @@ class CeleryJobTransport(SqlJobQueue):
         )
         self.publisher = Publisher(app, queue)
         self.eta_max_delay = eta_max_delay
-        self._local = threading.local()
-
-    @contextmanager
-    def keeping_one(self, queue: str | None, worker_id: str) -> Iterator[list[JobRecord]]:
-        """Lease to ``worker_id``, instead of publishing, the first due job on ``queue``
-        (``None``: the default) that this thread's transactions enqueue within the block; once
-        its transaction commits, the leased job lands in the yielded list.
-
-        A worker that finished a stage runs the kept job, the run's next stage, at once: no
-        broker round trip and no lease round trip per stage. Should it die first, the lease
-        expires and the reaper re-queues the job, as for a worker lost mid-stage.
-        """
-        keeper = self._local.keeper = _Keeper(queue, worker_id)
-        try:
-            yield keeper.kept
-        finally:
-            self._local.keeper = None
 
     def enqueue_parallel(
         self, jobs: Sequence[NewJob], *, tx: Persistence | None = None
     ) -> list[str]:
-        """Write the job rows (in ``tx`` when given), then publish one wake-up per job, but
-        for the one a :meth:`keeping_one` block leases."""
-        keeper: _Keeper | None = getattr(self._local, "keeper", None)
-        joined = keeper is not None and self._joinable(tx) is not None
-        index = keeper.pick(jobs) if keeper is not None and joined else None
-        if keeper is None or index is None or tx is None:
-            ids = super().enqueue_parallel(jobs, tx=tx)
-        else:
-            ids, leased = self.enqueue_leased(jobs, index, keeper.worker_id, tx=tx)
-            tx.after_commit(partial(keeper.kept.append, leased))
+        """Write the job rows (in ``tx`` when given), then publish one wake-up per job that
+        is not enqueued already leased (its worker runs it without one)."""
+        ids = super().enqueue_parallel(jobs, tx=tx)
         wakeups = [
-            (job_id, job)
-            for position, (job_id, job) in enumerate(zip(ids, jobs, strict=True))
-            if position != index
+            (job_id, job) for job_id, job in zip(ids, jobs, strict=True) if job.lease_token is None
         ]
 
         def publish() -> None:
@@ -146,23 +117,3 @@ class CeleryJobTransport(SqlJobQueue):
                 return  # a long wait lives in the database; the tick wakes it when due
             eta = due if delay > timedelta(0) else None
         self.publisher.execute_job(job_id, queue=queue, priority=priority, eta=eta)
-
-
-class _Keeper:
-    """The job :meth:`CeleryJobTransport.keeping_one` keeps (at most one per block)."""
-
-    def __init__(self, queue: str | None, worker_id: str) -> None:
-        self.queue = queue
-        self.worker_id = worker_id
-        self.kept: list[JobRecord] = []
-        self._picked = False
-
-    def pick(self, jobs: Sequence[NewJob]) -> int | None:
-        """The index of the job to lease, if this block has not picked one yet."""
-        if self._picked:
-            return None
-        for index, job in enumerate(jobs):
-            if job.queue == self.queue and job.scheduled_for is None:
-                self._picked = True
-                return index
-        return None

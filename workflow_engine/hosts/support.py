@@ -60,12 +60,14 @@ class HostConfig(BaseModel):
 
 
 class JobOutcome(BaseModel):
-    """What happened to one job."""
+    """What happened to one job; ``next_job``: the run's next job, leased to this worker
+    (see ``execute_job``'s ``lease_next_to``)."""
 
     model_config = ConfigDict(frozen=True)
 
     outcome: Literal["completed", "suspended", "failed"]
     error: str | None = None
+    next_job: JobRecord | None = None
 
 
 # frozen, so one instance of each serves every job
@@ -157,12 +159,19 @@ def execute_job(
     lease_keeper: LeaseKeeper,
     *,
     deduplicate: bool = False,
+    lease_next_to: str | None = None,
+    stage_started: bool = False,
 ) -> JobOutcome:
     """Execute one leased job, settle its row, and transition the run when the stage settled.
 
     ``deduplicate``: the same lease may arrive twice (a queue message delivered again), so
     hold an idempotency key per attempt and let only one delivery run. A job this process
     leased itself needs none: its lease token is new.
+
+    ``lease_next_to``: a worker id; the run's next stage on the same queue is started and
+    its job leased to that worker in the commit that settles this one, and comes back as
+    ``next_job``, for the worker to run at once (``JobExecute.lease_next_to``); pass
+    ``stage_started`` when ``job`` is such a ``next_job``.
     """
     command = JobExecute(
         workflow_run_id=job.workflow_run_id,
@@ -173,6 +182,8 @@ def execute_job(
         job_id=job.id,
         lease_token=job.lease_token,
         settle=True,
+        lease_next_to=lease_next_to,
+        stage_started=stage_started,
     )
     try:
         with lease_keeper.keep(job):
@@ -191,7 +202,10 @@ def execute_job(
         return JobOutcome(outcome="failed", error=message)
 
     if result.outcome == "completed":
-        return _COMPLETED  # the job row and the transition committed with the result (settle)
+        # (the job row and the transition committed with the result: settle)
+        if result.next_job is not None:
+            return JobOutcome(outcome="completed", next_job=result.next_job)
+        return _COMPLETED
     if result.outcome == "suspended":
         next_poll_at = result.next_poll_at or kernel.runtime.now() + timedelta(seconds=60)
         job_transport.suspend(job.id, next_poll_at, lease_token=job.lease_token)

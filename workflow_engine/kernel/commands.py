@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from workflow_engine.records import JobRecord
 from workflow_engine.status import Status
 
 
@@ -50,13 +51,16 @@ class RunClaimPending(Command):
     """Claim up to ``max_claims`` PENDING runs, each in its own transaction, and enqueue group 1.
 
     With ``workflow_run_id``, claim that run if it is still PENDING (a wake-up that names its
-    run), and no other.
+    run), and no other. With ``lease_first_job``, the first claimed run's first stage on the
+    default queue is started for ``worker_id`` as ``JobExecute.lease_next_to`` describes, and
+    its job comes back as ``next_job``.
     """
 
     type: Literal["run.claimPending"] = "run.claimPending"
     worker_id: str
     max_claims: int = Field(default=10, ge=0)
     workflow_run_id: str | None = None
+    lease_first_job: bool = False
 
 
 class ClaimedRun(Result):
@@ -67,6 +71,8 @@ class ClaimedRun(Result):
 
 class RunClaimPendingResult(Result):
     claimed: list[ClaimedRun]
+    # A hand-off to the calling worker, not part of the result's JSON (nor of a replay).
+    next_job: JobRecord | None = Field(default=None, exclude=True)
 
 
 # -- run.transition -------------------------------------------------------------------------------
@@ -118,6 +124,15 @@ class JobExecute(Command):
     With ``settle`` (hosts set it), a completed stage also completes its job row and
     transitions the run in the transaction that records its result: one commit, so no crash
     leaves a completed stage with a leased job or a run waiting for its next group.
+
+    With ``settle`` and ``lease_next_to`` (a worker id), that transaction also starts the
+    next stage for the worker: the first stage of the run's next group on this stage's queue
+    is created RUNNING and its job enqueued already leased to the worker, and comes back as
+    ``next_job``. Executing it then needs neither a lease nor a transaction to mark the stage
+    running; should the worker die first, the lease expires and is reaped as any other.
+    ``stage_started`` says a job is such a ``next_job``: its first phase is then a plain read
+    (without an idempotency key; a stage that turns out not to be RUNNING under
+    ``lease_token`` takes the usual path).
     """
 
     type: Literal["job.execute"] = "job.execute"
@@ -129,6 +144,8 @@ class JobExecute(Command):
     job_id: str | None = None
     lease_token: str | None = None
     settle: bool = False
+    lease_next_to: str | None = None
+    stage_started: bool = False
 
 
 class JobExecuteResult(Result):
@@ -138,6 +155,8 @@ class JobExecuteResult(Result):
     next_poll_at: datetime | None = None
     ghost: bool = False
     retryable: bool | None = None
+    # A hand-off to the calling worker, not part of the result's JSON (nor of a replay).
+    next_job: JobRecord | None = Field(default=None, exclude=True)
 
 
 # -- stage.pollSuspended --------------------------------------------------------------------------

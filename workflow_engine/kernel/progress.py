@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from workflow_engine.definitions.stage import Stage
@@ -10,23 +12,44 @@ from workflow_engine.definitions.workflow import Workflow
 from workflow_engine.errors import StaleVersionError
 from workflow_engine.kernel.commands import RunTransitionResult
 from workflow_engine.kernel.outputs import WorkflowContext, group_output
-from workflow_engine.kernel.runtime import Scope, logger
+from workflow_engine.kernel.runtime import KernelOptions, Scope, logger, new_causation_id
 from workflow_engine.records import (
+    JobRecord,
     LogLevel,
     NewJob,
     NewStage,
     WorkflowRunRecord,
     WorkflowStageRecord,
+    leased_job_fields,
 )
 from workflow_engine.status import ACTIVE_STAGE_STATUSES, Status
 
 NOOP = RunTransitionResult(action="noop")
 
 
+@dataclass
+class StartNext:
+    """A worker asking to run the next stage itself (``JobExecute.lease_next_to``).
+
+    The transaction that prepares the run's next group then starts the first of its new
+    stages on ``queue``: the stage row is created RUNNING under a fresh lease token, its job
+    is enqueued already leased to ``worker_id`` under that token, ``stage:started`` is
+    emitted, and ``job`` is set to the leased job.
+    """
+
+    worker_id: str
+    queue: str | None
+    job: JobRecord | None = None
+
+
 def enqueue_stages(
-    scope: Scope, run: WorkflowRunRecord, stages: Sequence[Stage[Any, Any, Any]]
+    scope: Scope,
+    run: WorkflowRunRecord,
+    stages: Sequence[Stage[Any, Any, Any]],
+    started: tuple[WorkflowStageRecord, StartNext] | None = None,
 ) -> list[str]:
-    """Enqueue one job per stage, joined to the scope's transaction."""
+    """Enqueue one job per stage, joined to the scope's transaction; the ``started`` stage's
+    job is enqueued leased to the worker that asked for it."""
     if not stages:
         return []
     options = scope.runtime.options
@@ -42,7 +65,36 @@ def enqueue_stages(
         )
         for stage in stages
     ]
+    if started is not None:
+        row, start_next = started
+        index = next(i for i, job in enumerate(jobs) if job.stage_id == row.stage_id)
+        job_id = new_causation_id()
+        jobs[index] = leased = jobs[index].model_copy(
+            update={
+                "id": job_id,
+                "worker_id": start_next.worker_id,
+                "lease_token": row.lease_token,
+            }
+        )
+        start_next.job = _leased_record(leased, job_id, scope.runtime.now(), options)
     return scope.runtime.job_transport.enqueue_parallel(jobs, tx=scope.tx)
+
+
+def _leased_record(job: NewJob, job_id: str, now: datetime, options: KernelOptions) -> JobRecord:
+    """The row a job enqueued already leased becomes (as every job transport stores it)."""
+    return JobRecord(
+        id=job_id,
+        created_at=now,
+        updated_at=now,
+        workflow_run_id=job.workflow_run_id,
+        workflow_id=job.workflow_id,
+        stage_id=job.stage_id,
+        priority=job.priority,
+        max_attempts=job.max_attempts or options.default_max_attempts,
+        payload=job.payload,
+        queue=job.queue,
+        **leased_job_fields(job, now),
+    )
 
 
 def prepare_group(
@@ -51,11 +103,16 @@ def prepare_group(
     workflow: Workflow[Any, Any],
     group: int,
     attempt: int,
+    start_next: StartNext | None = None,
 ) -> list[str]:
-    """Upsert PENDING rows for a group's stages and enqueue those that are PENDING."""
+    """Upsert PENDING rows for a group's stages and enqueue those that are PENDING; with
+    ``start_next``, start one of them for its worker (see :class:`StartNext`)."""
     to_enqueue = []
+    started: tuple[WorkflowStageRecord, StartNext] | None = None
     for stage in workflow.get_stages_in_execution_group(group):
         node = workflow.require_stage(stage.id)
+        starts = started is None and start_next is not None and stage.queue == start_next.queue
+        running = _running(scope.runtime.now()) if starts else {}
         row = scope.tx.upsert_stage(
             run.id,
             stage.id,
@@ -67,12 +124,28 @@ def prepare_group(
                 execution_group=group,
                 attempt=attempt,
                 config=run.config.get(stage.id, {}),
+                **running,
             ),
             update={},
         )
-        if row.status == Status.PENDING:
+        # (a row left by an earlier attempt is kept as it is, so it is not started here)
+        if start_next is not None and running and row.lease_token == running["lease_token"]:
+            started = (row, start_next)
+            scope.emit(
+                "stage:started",
+                run.id,
+                stage_id=stage.id,
+                stage_name=stage.name,
+                stage_number=row.stage_number,
+            )
             to_enqueue.append(stage)
-    return enqueue_stages(scope, run, to_enqueue)
+        elif row.status == Status.PENDING:
+            to_enqueue.append(stage)
+    return enqueue_stages(scope, run, to_enqueue, started)
+
+
+def _running(now: datetime) -> dict[str, Any]:
+    return {"status": Status.RUNNING, "started_at": now, "lease_token": new_causation_id()}
 
 
 def claim_run_version(scope: Scope, run: WorkflowRunRecord) -> WorkflowRunRecord | None:
@@ -118,9 +191,13 @@ def transition_run(scope: Scope, run_id: str) -> RunTransitionResult:
 
 
 def advance_run(
-    scope: Scope, run: WorkflowRunRecord, stages: Sequence[WorkflowStageRecord]
+    scope: Scope,
+    run: WorkflowRunRecord,
+    stages: Sequence[WorkflowStageRecord],
+    start_next: StartNext | None = None,
 ) -> RunTransitionResult:
-    """:func:`transition_run` for a RUNNING run and its stages, read in this transaction."""
+    """:func:`transition_run` for a RUNNING run and its stages, read in this transaction;
+    ``start_next``: see :class:`StartNext`."""
     tx = scope.tx
     workflow = scope.runtime.registry.get_workflow(run.workflow_id)
     if workflow is None:
@@ -128,7 +205,7 @@ def advance_run(
     if not stages:
         if claim_run_version(scope, run) is None:
             return NOOP
-        prepare_group(scope, run, workflow, 1, 0)
+        prepare_group(scope, run, workflow, 1, 0, start_next)
         scope.emit("workflow:started", run.id)
         return RunTransitionResult(action="advanced", next_group=1)
     if any(stage.status in ACTIVE_STAGE_STATUSES for stage in stages):
@@ -156,7 +233,7 @@ def advance_run(
     if max_group < workflow.group_count:
         if claim_run_version(scope, run) is None:
             return NOOP
-        prepare_group(scope, run, workflow, max_group + 1, attempt)
+        prepare_group(scope, run, workflow, max_group + 1, attempt, start_next)
         return RunTransitionResult(action="advanced", next_group=max_group + 1)
     return complete_run(scope, run, workflow, stages, max_group)
 

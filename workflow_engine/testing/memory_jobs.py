@@ -11,7 +11,7 @@ from typing import Any
 from workflow_engine.clock import Clock, SystemClock
 from workflow_engine.errors import RecordNotFoundError
 from workflow_engine.ports import Persistence, StaleJobs
-from workflow_engine.records import JobRecord, NewJob
+from workflow_engine.records import JobRecord, NewJob, leased_job_fields
 from workflow_engine.status import Status
 from workflow_engine.testing._json import store_json
 from workflow_engine.testing._records import build_record, copy_record, new_id, replace_fields
@@ -127,6 +127,7 @@ class InMemoryJobQueue:
             "next_poll_at": job.scheduled_for,
             "payload": store_json(job.payload),
             "queue": job.queue,
+            **leased_job_fields(job, now),
         }
         if type(job_id) is str and type(values["max_attempts"]) is int:
             return build_record(JobRecord, values)  # the rest comes from a validated NewJob

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,10 +35,11 @@ from workflow_engine.kernel.outputs import (
     store_artifacts,
     store_output,
 )
-from workflow_engine.kernel.progress import advance_run
+from workflow_engine.kernel.progress import StartNext, advance_run
 from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope, new_causation_id
 from workflow_engine.kernel.stage_context import build_context, parse_config, write_log
 from workflow_engine.records import (
+    JobRecord,
     LockedRun,
     LogLevel,
     NewStage,
@@ -55,11 +56,15 @@ def handle_job_execute(
     node = workflow.require_stage(command.stage_id)
     started = runtime.now()
     causation_id = command.idempotency_key or new_causation_id()
-    begun = runtime.transaction(
-        lambda scope: _mark_running(scope, node, command, started),
-        causation_id=causation_id,
-        idempotency=idempotency,
-    )
+    begun: _Begun | JobExecuteResult | None = None
+    if command.stage_started and idempotency is None:
+        begun = _read_started(runtime, command)
+    if begun is None:
+        begun = runtime.transaction(
+            lambda scope: _mark_running(scope, node, command, started),
+            causation_id=causation_id,
+            idempotency=idempotency,
+        )
     if isinstance(begun, JobExecuteResult):
         return begun
     execution = _Execution(
@@ -103,10 +108,11 @@ def _mark_running(
         return scope.finish(ghost(reason))
     existing = next((row for row in stages if row.stage_id == stage.id), None)
     if existing is not None and existing.status == Status.COMPLETED:
-        if command.settle:
-            _settle(scope, command, run, stages)
+        next_job = _settle(scope, command, stage.queue, run, stages) if command.settle else None
         output = load_output(scope.runtime, existing)
-        return scope.finish(JobExecuteResult(outcome="completed", output=output))
+        return scope.finish(JobExecuteResult(outcome="completed", output=output, next_job=next_job))
+    if _started_under_this_lease(existing, command):
+        return _Begun(run, stages, existing)
     if _lease_lost(scope, command):
         return scope.finish(
             ghost(f"Job {command.job_id} was leased again — stale execution discarded")
@@ -141,6 +147,34 @@ def _mark_running(
     return _Begun(run, stages, row)
 
 
+def _read_started(runtime: Runtime, command: JobExecute) -> _Begun | None:
+    """Phase 1 of a stage started when its job was leased (``command.stage_started``): two
+    reads and no transaction; ``None`` when anything is not as expected (the locked path
+    then decides)."""
+    persistence = runtime.persistence
+    run = persistence.get_run(command.workflow_run_id)
+    if run is None or run.status != Status.RUNNING:
+        return None
+    stages = persistence.get_stages_by_run(run.id)
+    row = next((row for row in stages if row.stage_id == command.stage_id), None)
+    return _Begun(run, stages, row) if _started_under_this_lease(row, command) else None
+
+
+def _started_under_this_lease(
+    row: WorkflowStageRecord | None, command: JobExecute
+) -> TypeGuard[WorkflowStageRecord]:
+    """True when the transaction that leased the job also started the stage (``next_job`` of
+    ``lease_next_to``): the row is RUNNING under this very lease, and ``stage:started`` was
+    emitted. A newer lease would have replaced the row's token (and the result of this one
+    is discarded if it does so later)."""
+    return (
+        row is not None
+        and command.lease_token is not None
+        and row.status == Status.RUNNING
+        and row.lease_token == command.lease_token
+    )
+
+
 def _lease_lost(scope: Scope, command: JobExecute) -> bool:
     """True when a newer lease took the job over (a worker paused past its lease)."""
     if command.job_id is None or command.lease_token is None:
@@ -152,15 +186,22 @@ def _lease_lost(scope: Scope, command: JobExecute) -> bool:
 def _settle(
     scope: Scope,
     command: JobExecute,
+    queue: str | None,
     run: WorkflowRunRecord,
     stages: Sequence[WorkflowStageRecord],
-) -> None:
-    """Complete the job row and transition the run (``command.settle``), in this transaction."""
+) -> JobRecord | None:
+    """Complete the job row and transition the run (``command.settle``), in this transaction;
+    return the job started for ``command.lease_next_to``, if any."""
     if command.job_id is not None:
         scope.runtime.job_transport.complete(
             command.job_id, lease_token=command.lease_token, tx=scope.tx
         )
-    advance_run(scope, run, stages)
+    if command.lease_next_to is None:
+        advance_run(scope, run, stages)
+        return None
+    start_next = StartNext(command.lease_next_to, queue)
+    advance_run(scope, run, stages, start_next)
+    return start_next.job
 
 
 def resolve_input(
@@ -270,7 +311,8 @@ class _Execution:
             written = write(scope)
             if self.command.settle and result.outcome == "completed":
                 settled = [written if row.id == written.id else row for row in stages]
-                _settle(scope, self.command, run, settled)
+                next_job = _settle(scope, self.command, self.stage.queue, run, settled)
+                return scope.finish(result.model_copy(update={"next_job": next_job}))
             return scope.finish(result)
 
         return self.runtime.transaction(

@@ -6,8 +6,9 @@ from functools import partial
 from typing import Literal
 
 from workflow_engine.kernel.commands import ClaimedRun, RunClaimPending, RunClaimPendingResult
-from workflow_engine.kernel.progress import fail_run, prepare_group
+from workflow_engine.kernel.progress import StartNext, fail_run, prepare_group
 from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope, logger
+from workflow_engine.records import JobRecord
 
 NOTHING_PENDING: Literal["nothing-pending"] = "nothing-pending"
 
@@ -16,11 +17,16 @@ def handle_run_claim_pending(
     command: RunClaimPending, runtime: Runtime, idempotency: Idempotency | None
 ) -> RunClaimPendingResult:
     claimed: list[ClaimedRun] = []
+    next_job: JobRecord | None = None
     limit = command.max_claims if command.workflow_run_id is None else min(command.max_claims, 1)
     for _ in range(limit):
         attempted: list[str] = []
+        start_next = None
+        if command.lease_first_job and next_job is None:
+            start_next = StartNext(command.worker_id, None)
+        claim = partial(_claim_one, command=command, attempted=attempted, start_next=start_next)
         try:
-            outcome = runtime.transaction(partial(_claim_one, command=command, attempted=attempted))
+            outcome = runtime.transaction(claim)
         except Exception as exc:
             if not attempted:
                 raise
@@ -32,11 +38,12 @@ def handle_run_claim_pending(
             break
         if isinstance(outcome, ClaimedRun):
             claimed.append(outcome)
-    return RunClaimPendingResult(claimed=claimed)
+            next_job = start_next.job if start_next is not None else None
+    return RunClaimPendingResult(claimed=claimed, next_job=next_job)
 
 
 def _claim_one(
-    scope: Scope, command: RunClaimPending, attempted: list[str]
+    scope: Scope, command: RunClaimPending, attempted: list[str], start_next: StartNext | None
 ) -> ClaimedRun | Literal["nothing-pending"] | None:
     """Claim one run: the claimed run, ``None`` if it failed at once, or nothing pending."""
     run = scope.tx.claim_next_pending_run(command.workflow_run_id)
@@ -53,7 +60,7 @@ def _claim_one(
             worker_id=command.worker_id,
         )
         return None
-    job_ids = prepare_group(scope, run, workflow, 1, 0)
+    job_ids = prepare_group(scope, run, workflow, 1, 0, start_next)
     scope.emit("workflow:started", run.id)
     return ClaimedRun(workflow_run_id=run.id, workflow_id=run.workflow_id, job_ids=job_ids)
 

@@ -21,7 +21,7 @@ from workflow_engine.persistence.sql.tables import job_queue
 from workflow_engine.persistence.sql.types import AnyRow, UtcDateTime, new_id
 from workflow_engine.persistence.sql.values import DEFAULT_MAX_JSON_BYTES, json_value
 from workflow_engine.ports import Persistence, StaleJobs
-from workflow_engine.records import JobRecord, NewJob
+from workflow_engine.records import JobRecord, NewJob, leased_job_fields
 from workflow_engine.status import Status
 
 __all__ = ["SqlJobQueue"]
@@ -175,33 +175,6 @@ class SqlJobQueue:
             self._insert_now(rows)
         return [row["id"] for row in rows]
 
-    def enqueue_leased(
-        self, jobs: Sequence[NewJob], leased: int, worker_id: str, *, tx: Persistence
-    ) -> tuple[list[str], JobRecord]:
-        """Enqueue jobs in ``tx`` (which must share this queue's database), ``jobs[leased]``
-        already leased to ``worker_id``: its lease starts when ``tx`` commits.
-
-        The worker whose commit enqueued the job runs it next, without a lease round trip;
-        should it die first, the lease expires and is reaped like any other.
-        """
-        conn = self._joinable(tx)
-        if conn is None:
-            raise ValueError("enqueue_leased needs a transaction on the queue's database")
-        records = [self._new_record(job) for job in jobs]
-        lease = records[leased]
-        records[leased] = lease.model_copy(
-            update={
-                "status": Status.RUNNING,
-                "attempt": 1,
-                "worker_id": worker_id,
-                "locked_at": lease.created_at,
-                "started_at": lease.created_at,
-                "lease_token": uuid.uuid4().hex,
-            }
-        )
-        self._insert(conn, [record.model_dump() for record in records])
-        return [record.id for record in records], records[leased]
-
     def _joinable(self, tx: Persistence | None) -> Connection | None:
         if not isinstance(tx, SqlPersistence) or tx.connection is None:
             return None
@@ -221,6 +194,7 @@ class SqlJobQueue:
             next_poll_at=job.scheduled_for,
             payload=json_value("job_queue.payload", job.payload, self.max_json_bytes),
             queue=job.queue,
+            **leased_job_fields(job, now),
         )
 
     def _insert_now(self, rows: list[dict[str, Any]]) -> None:
@@ -230,7 +204,8 @@ class SqlJobQueue:
     @staticmethod
     def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
         try:
-            conn.execute(_INSERT, rows)
+            # (one row as a mapping: a statement with one parameter set takes the fast path)
+            conn.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
         except sa.exc.IntegrityError as error:
             ids = ", ".join(row["id"] for row in rows)
             raise ValueError(f"Job id(s) already enqueued (one of {ids})") from error

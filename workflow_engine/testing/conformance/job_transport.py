@@ -201,6 +201,32 @@ class JobTransportConformance:
         clock.advance(5)
         assert job_transport.claim(job_id) is not None
 
+    def test_a_job_enqueued_leased_is_running_under_its_token(
+        self, job_transport: JobTransport, persistence: Persistence, clock: FakeClock
+    ) -> None:
+        job = new_job(id="leased-1", worker_id="w-1", lease_token="t-1")
+        persistence.with_transaction(lambda tx: job_transport.enqueue(job, tx=tx))
+        row = stored(job_transport, "leased-1")
+        assert (row.status, row.attempt, row.worker_id, row.lease_token) == (
+            Status.RUNNING,
+            1,
+            "w-1",
+            "t-1",
+        )
+        assert row.locked_at == row.started_at == clock.now()
+        assert job_transport.claim("leased-1") is None
+        assert job_transport.dequeue() is None
+        assert job_transport.complete("leased-1", lease_token="t-1") is True
+
+    def test_a_job_enqueued_leased_is_reaped_when_its_lease_expires(
+        self, job_transport: JobTransport, clock: FakeClock
+    ) -> None:
+        job_transport.enqueue(new_job(id="leased-1", worker_id="w-1", lease_token="t-1"))
+        clock.advance(61)
+        assert [j.id for j in job_transport.reap_stale_jobs(STALE_MS).released] == ["leased-1"]
+        again = leased(job_transport, "rescuer")
+        assert (again.id, again.attempt, again.worker_id) == ("leased-1", 2, "rescuer")
+
     # -- complete / suspend / fail ----------------------------------------------------------------
     def test_complete_with_current_lease(
         self, job_transport: JobTransport, clock: FakeClock
