@@ -19,14 +19,14 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import psycopg
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.types import Float, Numeric, TypeEngine
+from sqlalchemy.types import Float, Numeric, TypeDecorator, TypeEngine
 
 __all__ = ["FastConnection"]
 
@@ -76,7 +76,7 @@ class _Plan:
     sql: str
     binds: dict[str, Processor]
     row_type: type[FastRow] | None  # None: the statement returns no rows
-    results: tuple[Processor | None, ...]
+    results: tuple[tuple[int, Processor], ...]  # (column index, processor) where one is needed
 
 
 _seen: weakref.WeakSet[ClauseElement] = weakref.WeakSet()
@@ -97,6 +97,21 @@ def _plan_reused(statement: ClauseElement, dialect: Dialect) -> _Plan | None:
     return None
 
 
+# One cursor per driver connection, reused: making one per statement was about a tenth of
+# the fast path's own cost. (A connection serves one thread at a time; a closed or discarded
+# connection takes its cursor with it.)
+_cursors: weakref.WeakKeyDictionary[psycopg.Connection[Any], psycopg.Cursor[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _cursor_of(driver: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+    cursor = _cursors.get(driver)
+    if cursor is None or cursor.closed:
+        cursor = _cursors[driver] = driver.cursor()
+    return cursor
+
+
 @lru_cache(maxsize=256)
 def _plan(statement: ClauseElement, dialect: Dialect) -> _Plan | None:
     compiled = statement.compile(dialect=dialect)
@@ -111,7 +126,8 @@ def _plan(statement: ClauseElement, dialect: Dialect) -> _Plan | None:
         row_type = type("Row", (FastRow,), {"_names": names, "__slots__": ()})
     if any(isinstance(column.type, _NUMBERS) and column.type.asdecimal for column in columns):
         return None  # Decimal conversion depends on the column type the cursor reports
-    results = tuple(_result_processor(column.type, dialect) for column in columns)
+    processors = (_result_processor(column.type, dialect) for column in columns)
+    results = tuple((index, fn) for index, fn in enumerate(processors) if fn is not None)
     binds = {name: process for name, process in compiled._bind_processors.items()}
     if not all(callable(process) for process in binds.values()):
         return None  # (tuple-valued binds carry one processor per element)
@@ -123,6 +139,12 @@ def _result_processor(type_: TypeEngine[Any], dialect: Dialect) -> Processor | N
     # at the cursor's column type to decide that.
     if isinstance(type_, _NUMBERS):
         return None
+    if (
+        isinstance(type_, TypeDecorator)
+        and type_.impl_instance._cached_result_processor(dialect, None) is None
+    ):
+        # the decorator's own conversion, without SQLAlchemy's wrapper around it
+        return partial(type_.process_result_value, dialect=dialect)
     processor: Processor | None = type_._cached_result_processor(dialect, None)
     return processor
 
@@ -168,15 +190,13 @@ class FastConnection:
             # As SQLAlchemy's execute does: its commit() then ends what psycopg begins here.
             connection._autobegin()
         driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
-        cursor = driver.cursor()
+        cursor = _cursor_of(driver)
         try:
             cursor.execute(plan.sql, values)
             rows = cursor.fetchall() if plan.row_type is not None else []
             rowcount = cursor.rowcount
         except psycopg.Error as error:
             connection._handle_dbapi_exception(error, plan.sql, values, cursor, None)  # type: ignore[arg-type]
-        finally:
-            cursor.close()
         return FastResult(self._rows(plan, rows), rowcount)
 
     @staticmethod
@@ -184,11 +204,13 @@ class FastConnection:
         row_type = plan.row_type
         if row_type is None:
             return []
-        processors = plan.results
-        return [
-            row_type(
-                value if process is None else process(value)
-                for process, value in zip(processors, row, strict=True)
-            )
-            for row in rows
-        ]
+        results = plan.results
+        if not results:
+            return [row_type(row) for row in rows]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in results:
+                values[index] = process(values[index])
+            converted.append(row_type(values))
+        return converted

@@ -166,9 +166,9 @@ class SqlJobQueue:
         rows = [self._new_record(job).model_dump() for job in jobs]
         if not rows:
             return []
-        joined = self._joinable(tx)
-        if joined is not None:
-            self._insert(joined, rows)
+        if self._joinable(tx) is not None:
+            with self._db.write() as conn:  # (joins that transaction)
+                self._insert(conn, rows)
         elif tx is not None:
             tx.after_commit(lambda: self._insert_now(rows))
         else:
