@@ -213,6 +213,26 @@ class NewJob(Record):
     lease_token: str | None = None
 
 
+def enqueued_job(
+    job: NewJob, job_id: str, now: datetime, default_max_attempts: int, payload: JsonDict
+) -> JobRecord:
+    """The row ``job`` becomes when enqueued at ``now`` (leased, if it comes with a lease)."""
+    return JobRecord(
+        id=job_id,
+        created_at=now,
+        updated_at=now,
+        workflow_run_id=job.workflow_run_id,
+        workflow_id=job.workflow_id,
+        stage_id=job.stage_id,
+        priority=job.priority,
+        max_attempts=job.max_attempts or default_max_attempts,
+        next_poll_at=job.scheduled_for,
+        payload=payload,
+        queue=job.queue,
+        **leased_job_fields(job, now),
+    )
+
+
 def leased_job_fields(job: NewJob, now: datetime) -> dict[str, Any]:
     """The fields a job enqueued at ``now`` gets from its lease, if it comes leased."""
     if job.lease_token is None:

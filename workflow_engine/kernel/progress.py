@@ -12,7 +12,7 @@ from workflow_engine.definitions.workflow import Workflow
 from workflow_engine.errors import StaleVersionError
 from workflow_engine.kernel.commands import RunTransitionResult
 from workflow_engine.kernel.outputs import WorkflowContext, group_output
-from workflow_engine.kernel.runtime import KernelOptions, Scope, logger, new_causation_id
+from workflow_engine.kernel.runtime import Scope, logger, new_causation_id
 from workflow_engine.records import (
     JobRecord,
     LogLevel,
@@ -20,7 +20,7 @@ from workflow_engine.records import (
     NewStage,
     WorkflowRunRecord,
     WorkflowStageRecord,
-    leased_job_fields,
+    enqueued_job,
 )
 from workflow_engine.status import ACTIVE_STAGE_STATUSES, Status
 
@@ -76,25 +76,9 @@ def enqueue_stages(
                 "lease_token": row.lease_token,
             }
         )
-        start_next.job = _leased_record(leased, job_id, scope.runtime.now(), options)
+        now, attempts = scope.runtime.now(), options.default_max_attempts
+        start_next.job = enqueued_job(leased, job_id, now, attempts, leased.payload)
     return scope.runtime.job_transport.enqueue_parallel(jobs, tx=scope.tx)
-
-
-def _leased_record(job: NewJob, job_id: str, now: datetime, options: KernelOptions) -> JobRecord:
-    """The row a job enqueued already leased becomes (as every job transport stores it)."""
-    return JobRecord(
-        id=job_id,
-        created_at=now,
-        updated_at=now,
-        workflow_run_id=job.workflow_run_id,
-        workflow_id=job.workflow_id,
-        stage_id=job.stage_id,
-        priority=job.priority,
-        max_attempts=job.max_attempts or options.default_max_attempts,
-        payload=job.payload,
-        queue=job.queue,
-        **leased_job_fields(job, now),
-    )
 
 
 def prepare_group(
@@ -131,17 +115,22 @@ def prepare_group(
         # (a row left by an earlier attempt is kept as it is, so it is not started here)
         if start_next is not None and running and row.lease_token == running["lease_token"]:
             started = (row, start_next)
-            scope.emit(
-                "stage:started",
-                run.id,
-                stage_id=stage.id,
-                stage_name=stage.name,
-                stage_number=row.stage_number,
-            )
+            emit_stage_started(scope, row, stage.name)
             to_enqueue.append(stage)
         elif row.status == Status.PENDING:
             to_enqueue.append(stage)
     return enqueue_stages(scope, run, to_enqueue, started)
+
+
+def emit_stage_started(scope: Scope, row: WorkflowStageRecord, stage_name: str) -> None:
+    """``stage:started`` for a stage row just marked RUNNING."""
+    scope.emit(
+        "stage:started",
+        row.workflow_run_id,
+        stage_id=row.stage_id,
+        stage_name=stage_name,
+        stage_number=row.stage_number,
+    )
 
 
 def _running(now: datetime) -> dict[str, Any]:
@@ -205,8 +194,8 @@ def advance_run(
     if not stages:
         if claim_run_version(scope, run) is None:
             return NOOP
-        prepare_group(scope, run, workflow, 1, 0, start_next)
         scope.emit("workflow:started", run.id)
+        prepare_group(scope, run, workflow, 1, 0, start_next)
         return RunTransitionResult(action="advanced", next_group=1)
     if any(stage.status in ACTIVE_STAGE_STATUSES for stage in stages):
         return NOOP

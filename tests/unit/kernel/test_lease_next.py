@@ -88,6 +88,7 @@ def test_a_claim_starts_the_first_stage_of_the_run_it_claims(env: KernelEnv) -> 
     assert next_job is not None and next_job.stage_id == "count"
     assert [claim.job_ids for claim in result.claimed] == [[next_job.id]]
     assert env.stage(run_id, "count").lease_token == next_job.lease_token
+    assert env.event_types(run_id) == ["workflow:created", "workflow:started", "stage:started"]
     assert execute(env, next_job, started=True).outcome == "completed"
     assert env.probe.called("count") == 1
 

@@ -35,7 +35,7 @@ from workflow_engine.kernel.outputs import (
     store_artifacts,
     store_output,
 )
-from workflow_engine.kernel.progress import StartNext, advance_run
+from workflow_engine.kernel.progress import StartNext, advance_run, emit_stage_started
 from workflow_engine.kernel.runtime import Idempotency, Runtime, Scope, new_causation_id
 from workflow_engine.kernel.stage_context import build_context, parse_config, write_log
 from workflow_engine.records import (
@@ -137,13 +137,7 @@ def _mark_running(
                 lease_token=lease_token,
             )
         )
-    scope.emit(
-        "stage:started",
-        run.id,
-        stage_id=stage.id,
-        stage_name=stage.name,
-        stage_number=row.stage_number,
-    )
+    emit_stage_started(scope, row, stage.name)
     return _Begun(run, stages, row)
 
 

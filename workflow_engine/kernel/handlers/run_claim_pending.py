@@ -60,8 +60,8 @@ def _claim_one(
             worker_id=command.worker_id,
         )
         return None
-    job_ids = prepare_group(scope, run, workflow, 1, 0, start_next)
     scope.emit("workflow:started", run.id)
+    job_ids = prepare_group(scope, run, workflow, 1, 0, start_next)
     return ClaimedRun(workflow_run_id=run.id, workflow_id=run.workflow_id, job_ids=job_ids)
 
 

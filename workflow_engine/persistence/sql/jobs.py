@@ -21,7 +21,7 @@ from workflow_engine.persistence.sql.tables import job_queue
 from workflow_engine.persistence.sql.types import AnyRow, UtcDateTime, new_id
 from workflow_engine.persistence.sql.values import DEFAULT_MAX_JSON_BYTES, json_value
 from workflow_engine.ports import Persistence, StaleJobs
-from workflow_engine.records import JobRecord, NewJob, leased_job_fields
+from workflow_engine.records import JobRecord, NewJob, enqueued_job
 from workflow_engine.status import Status
 
 __all__ = ["SqlJobQueue"]
@@ -181,20 +181,9 @@ class SqlJobQueue:
         return tx.connection if same_database(tx.engine, self._db.engine) else None
 
     def _new_record(self, job: NewJob) -> JobRecord:
-        now = self.clock.now()
-        return JobRecord(
-            id=job.id or new_id(),
-            created_at=now,
-            updated_at=now,
-            workflow_run_id=job.workflow_run_id,
-            workflow_id=job.workflow_id,
-            stage_id=job.stage_id,
-            priority=job.priority,
-            max_attempts=job.max_attempts or self.default_max_attempts,
-            next_poll_at=job.scheduled_for,
-            payload=json_value("job_queue.payload", job.payload, self.max_json_bytes),
-            queue=job.queue,
-            **leased_job_fields(job, now),
+        payload = json_value("job_queue.payload", job.payload, self.max_json_bytes)
+        return enqueued_job(
+            job, job.id or new_id(), self.clock.now(), self.default_max_attempts, payload
         )
 
     def _insert_now(self, rows: list[dict[str, Any]]) -> None:
