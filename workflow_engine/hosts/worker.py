@@ -1,8 +1,9 @@
 """The long-running worker host, for deployments without Celery.
 
 One thread runs the maintenance tick every ``orchestration_interval_ms`` (ticks never overlap);
-another dequeues and executes jobs one at a time; when the queue is empty it claims pending
-runs, and sleeps ``job_poll_interval_ms`` only when there was nothing to claim either.
+another dequeues and executes jobs one at a time (the commit that settles a stage starts the
+run's next stage for this worker, which runs it at once); when the queue is empty it claims
+pending runs, and sleeps ``job_poll_interval_ms`` only when there was nothing to claim either.
 SIGTERM and SIGINT stop it gracefully: the job in flight finishes first.
 """
 
@@ -26,6 +27,7 @@ from workflow_engine.hosts.support import (
 from workflow_engine.kernel import Kernel
 from workflow_engine.kernel.commands import RunClaimPending
 from workflow_engine.ports import JobTransport
+from workflow_engine.records import JobRecord
 
 logger = logging.getLogger("workflow_engine.hosts")
 
@@ -137,11 +139,28 @@ class WorkerHost:
                     if not self._claim_pending():
                         self._stopping.wait(self._poll_interval)
                     continue
-                execute_job(self.kernel, self.job_transport, job, self._lease_keeper)
-                self._jobs_processed += 1
+                self._run_jobs(job)
             except Exception:
                 logger.exception("job loop error; pausing before the next job")
                 self._stopping.wait(ERROR_BACKOFF_SECONDS)
+
+    def _run_jobs(self, job: JobRecord) -> None:
+        """Run ``job``, then each next stage its commit started for this worker; once
+        stopping, the job in hand finishes without starting another."""
+        started = False
+        next_job: JobRecord | None = job
+        while next_job is not None:
+            lease_next_to = None if self._stopping.is_set() else self.worker_id
+            outcome = execute_job(
+                self.kernel,
+                self.job_transport,
+                next_job,
+                self._lease_keeper,
+                lease_next_to=lease_next_to,
+                stage_started=started,
+            )
+            self._jobs_processed += 1
+            next_job, started = outcome.next_job, True
 
     def _claim_pending(self) -> int:
         command = RunClaimPending(
@@ -158,12 +177,16 @@ class WorkerHost:
     def _restore_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum, handler in self._previous_handlers.items():
+        # (taken first: a signal handler may run this while stop() is in the middle of it)
+        handlers, self._previous_handlers = self._previous_handlers, {}
+        for signum, handler in handlers.items():
             signal.signal(signum, handler)
-        self._previous_handlers.clear()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         logger.info("signal %s: stopping after the job in flight", signum)
+        # Restored here, on the main thread (``stop`` runs on another): a second signal then
+        # does what it did before the host started, instead of reaching a stopped host.
+        self._restore_signal_handlers()
         threading.Thread(target=self.stop, name="wf-stop", daemon=True).start()
 
 
