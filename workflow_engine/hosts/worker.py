@@ -144,10 +144,10 @@ class WorkerHost:
                 logger.exception("job loop error; pausing before the next job")
                 self._stopping.wait(ERROR_BACKOFF_SECONDS)
 
-    def _run_jobs(self, job: JobRecord) -> None:
-        """Run ``job``, then each next stage its commit started for this worker; once
-        stopping, the job in hand finishes without starting another."""
-        started = False
+    def _run_jobs(self, job: JobRecord, *, started: bool = False) -> None:
+        """Run ``job`` (``started``: its stage was started when it was leased), then each
+        next stage its commit started for this worker; once stopping, the job in hand
+        finishes without starting another."""
         next_job: JobRecord | None = job
         while next_job is not None:
             lease_next_to = None if self._stopping.is_set() else self.worker_id
@@ -162,11 +162,18 @@ class WorkerHost:
             self._jobs_processed += 1
             next_job, started = outcome.next_job, True
 
-    def _claim_pending(self) -> int:
+    def _claim_pending(self) -> bool:
+        """Claim pending runs and run the first one's first stage, started for this worker
+        by its claim; False when there was nothing to claim."""
         command = RunClaimPending(
-            worker_id=self.worker_id, max_claims=self.config.max_claims_per_tick
+            worker_id=self.worker_id,
+            max_claims=self.config.max_claims_per_tick,
+            lease_first_job=True,
         )
-        return len(self.kernel.dispatch(command).claimed)
+        result = self.kernel.dispatch(command)
+        if result.next_job is not None:
+            self._run_jobs(result.next_job, started=True)
+        return bool(result.claimed)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -136,7 +136,23 @@ def test_the_next_stage_is_started_for_the_host_itself(env: Env, running: Worker
     wait_for(lambda: env.persistence.get_run_status(run_id) == Status.COMPLETED, "the run")
 
     double = next(j for j in env.jobs.get_jobs_by_workflow_run(run_id) if j.stage_id == "double")
-    assert (double.worker_id, double.attempt) == ("w1", 1)
+    # enqueued leased to the host by the commit that settled the first stage
+    assert (double.worker_id, double.attempt, double.started_at) == ("w1", 1, double.created_at)
+
+
+def test_an_idle_hosts_claim_starts_the_first_stage_for_itself(env: Env) -> None:
+    [run_id] = env.create(1)
+    host = env.host()  # not started: its job loop's claim step alone
+
+    assert host._claim_pending()
+
+    # the claim leased the first stage's job to the host, which ran the run through
+    assert env.persistence.get_run_status(run_id) == Status.COMPLETED
+    jobs = env.jobs.get_jobs_by_workflow_run(run_id)
+    assert [(j.worker_id, j.attempt, j.started_at) for j in jobs] == [
+        ("w1", 1, j.created_at) for j in jobs
+    ]
+    assert not host._claim_pending()
 
 
 def test_stop_lets_the_job_in_hand_finish_and_takes_no_other(env: Env) -> None:

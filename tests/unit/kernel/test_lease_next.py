@@ -93,6 +93,20 @@ def test_a_claim_starts_the_first_stage_of_the_run_it_claims(env: KernelEnv) -> 
     assert env.probe.called("count") == 1
 
 
+def test_a_claim_of_several_runs_starts_one_stage_and_queues_the_others(env: KernelEnv) -> None:
+    run_ids = [env.create("two-stage") for _ in range(3)]
+
+    result = env.kernel.dispatch(RunClaimPending(worker_id="worker-1", lease_first_job=True))
+
+    assert [claim.workflow_run_id for claim in result.claimed] == run_ids
+    next_job = result.next_job
+    assert next_job is not None and next_job.workflow_run_id == run_ids[0]
+    # the other runs' first jobs wait for any worker, none leased to this one
+    queued = [env.jobs.dequeue("worker-2") for _ in run_ids[1:]]
+    assert sorted(job.workflow_run_id for job in queued if job is not None) == sorted(run_ids[1:])
+    assert [env.stage(run_id, "count").status for run_id in run_ids[1:]] == [Status.PENDING] * 2
+
+
 def test_in_a_parallel_group_one_stage_is_started_and_the_others_queued(env: KernelEnv) -> None:
     run_id = env.create("parallel")
 

@@ -38,7 +38,8 @@ def handle_run_claim_pending(
             break
         if isinstance(outcome, ClaimedRun):
             claimed.append(outcome)
-            next_job = start_next.job if start_next is not None else None
+            if start_next is not None:
+                next_job = start_next.job
     return RunClaimPendingResult(claimed=claimed, next_job=next_job)
 
 
