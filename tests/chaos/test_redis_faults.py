@@ -15,6 +15,7 @@ pytestmark = pytest.mark.chaos
 
 RUNS = 40
 CONCURRENCY = 2
+RESTARTS = 3
 
 
 def queued_messages(redis_server, queue: str) -> int:
@@ -90,23 +91,29 @@ def test_redis_flushall_mid_run_loses_every_message_and_every_run_still_complete
 def test_redis_restarted_mid_run_every_run_completes_and_workers_keep_consuming(
     redis_cluster, redis_server, db, probe_dir
 ):
+    # Several restarts, each with work in flight: a worker must survive every reconnect
+    # (kombu can fail while closing the lost connection, which used to stop the worker).
     cluster = redis_cluster
     workers = cluster.start_workers(2, concurrency=CONCURRENCY)
     beat = cluster.start_beat()
     client = cluster.client()
-    run_ids = start_runs(client, probe_dir)
-    wait_some_completed(db, run_ids, 3)
+    all_runs: list[str] = []
+    for restart in range(1, RESTARTS + 1):
+        run_ids = start_runs(client, probe_dir)
+        all_runs += run_ids
+        wait_some_completed(db, run_ids, 3)
 
-    lost = queued_messages(redis_server, cluster.queue)
-    downtime = redis_server.restart()  # no persistence: the queue is gone
-    restarted = time.monotonic()
-    db.wait_terminal(run_ids, timeout=90, diagnose=cluster.logs)
-    recovery = time.monotonic() - restarted
-    print(
-        f"\nRedis down {downtime:.2f} s, {lost} messages lost; all runs done {recovery:.1f} s "
-        f"after it came back"
-    )
-    assert all(w.alive() for w in workers) and beat.alive()
-    assert_each_stage_completed_once(db, probe_dir, run_ids)
+        lost = queued_messages(redis_server, cluster.queue)
+        downtime = redis_server.restart()  # no persistence: the queue is gone
+        restarted = time.monotonic()
+        db.wait_terminal(run_ids, timeout=90, diagnose=cluster.logs)
+        recovery = time.monotonic() - restarted
+        print(
+            f"\nrestart {restart}: Redis down {downtime:.2f} s, {lost} messages lost; all runs "
+            f"done {recovery:.1f} s after it came back"
+        )
+        assert [w.alive() for w in workers] == [True] * len(workers), "a worker exited"
+        assert beat.alive(), "beat exited"
+    assert_each_stage_completed_once(db, probe_dir, all_runs)
     took = assert_every_worker_serves(client, probe_dir, workers, CONCURRENCY)
     print(f"every pool slot of both workers served new work {took:.1f} s after asking")

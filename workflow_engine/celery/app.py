@@ -19,7 +19,8 @@ def create_celery_app(
 
     Worker defaults suit this workload: JSON only, no result backend, prefetch 1 (stages are
     long and uneven), early acks (a message is only a wake-up: the lease reaper recovers a
-    stage whose worker died, and the tick re-sends a wake-up lost before its job was leased).
+    stage whose worker died, and the tick re-sends a wake-up lost before its job was leased),
+    and a consumer that survives a Redis restart (:class:`ReconnectingConsumer`).
     """
     settings = settings or EngineSettings.from_env()
     app = Celery(main)
@@ -35,6 +36,7 @@ def create_celery_app(
         task_acks_late=False,
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
+        worker_consumer="workflow_engine.celery.consumer:ReconnectingConsumer",
         task_default_queue=settings.queue,
         task_publish_retry_policy={
             "max_retries": 3,
