@@ -24,7 +24,7 @@ from workflow_engine.celery.app import create_celery_app
 from workflow_engine.celery.context import EngineContext, build_context
 from workflow_engine.errors import RunNotFoundError
 from workflow_engine.kernel.commands import RunCancel, RunCreate, RunRerunFrom
-from workflow_engine.persistence.sql.dialect import join_transaction
+from workflow_engine.persistence.sql.dialect import join_transaction, pinned_connection
 from workflow_engine.records import WorkflowRunRecord, WorkflowStageRecord
 from workflow_engine.settings import EngineSettings
 from workflow_engine.status import TERMINAL_RUN_STATUSES, Status
@@ -203,10 +203,11 @@ class WorkflowClient:
     def get_run(self, run_id: str) -> RunView:
         """The run and its stages; raise ``RunNotFoundError`` for an unknown id."""
         persistence = self._context.persistence
-        run = persistence.get_run(run_id)
-        if run is None:
-            raise RunNotFoundError(run_id)
-        return RunView.of(run, persistence.get_stages_by_run(run_id))
+        with pinned_connection(self._context.engine):  # one pool checkout for both reads
+            run = persistence.get_run(run_id)
+            if run is None:
+                raise RunNotFoundError(run_id)
+            return RunView.of(run, persistence.get_stages_by_run(run_id))
 
     def list_runs(
         self,

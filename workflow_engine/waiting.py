@@ -42,7 +42,7 @@ class RunWaiter:
             if remaining <= 0:
                 raise TimeoutError(f"run {run_id} is still {status.value} after {timeout} s")
             if listener is not None:
-                self._await_notification(listener, min(remaining, RECHECK_SECONDS))
+                self._await_notification(listener, run_id, min(remaining, RECHECK_SECONDS))
             else:
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 1.5, MAX_POLL_SECONDS)
@@ -64,10 +64,19 @@ class RunWaiter:
             self._listeners.connection = connection
         return connection
 
-    def _await_notification(self, listener: psycopg.Connection[object], seconds: float) -> None:
+    def _await_notification(
+        self, listener: psycopg.Connection[object], run_id: str, seconds: float
+    ) -> None:
+        """Return when ``run_id``'s notification arrives, or after ``seconds``.
+
+        Other runs' notifications are passed over: reading the status again for each would
+        cost every waiter a query per finished run. (One that ends while nobody waits for it
+        is found by the read each wait starts with.)
+        """
         try:
-            for _ in listener.notifies(timeout=seconds, stop_after=1):
-                pass
+            for notification in listener.notifies(timeout=seconds):
+                if notification.payload == run_id:
+                    return
         except psycopg.OperationalError:  # the connection dropped: listen again next time
             self.close()
             time.sleep(min(seconds, MAX_POLL_SECONDS))
