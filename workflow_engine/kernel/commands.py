@@ -130,9 +130,10 @@ class JobExecute(Command):
     is created RUNNING and its job enqueued already leased to the worker, and comes back as
     ``next_job``. Executing it then needs neither a lease nor a transaction to mark the stage
     running; should the worker die first, the lease expires and is reaped as any other.
-    ``stage_started`` says a job is such a ``next_job``: its first phase is then a plain read
-    (without an idempotency key; a stage that turns out not to be RUNNING under
-    ``lease_token`` takes the usual path).
+    ``stage_started`` says a job is such a ``next_job``: its first phase then reads nothing
+    when this kernel made the commit that started it less than a second ago (it runs from
+    the run and stages that commit wrote), else is a plain read (without an idempotency key;
+    a stage that turns out not to be RUNNING under ``lease_token`` takes the usual path).
     """
 
     type: Literal["job.execute"] = "job.execute"

@@ -15,6 +15,7 @@ from workflow_engine.kernel.outputs import WorkflowContext, group_output
 from workflow_engine.kernel.runtime import Scope, logger, new_causation_id
 from workflow_engine.records import (
     JobRecord,
+    LockedRun,
     LogLevel,
     NewJob,
     NewStage,
@@ -34,11 +35,14 @@ class StartNext:
     The transaction that prepares the run's next group then starts the first of its new
     stages on ``queue``: the stage row is created RUNNING under a fresh lease token, its job
     is enqueued already leased to ``worker_id`` under that token, ``stage:started`` is
-    emitted, and ``job`` is set to the leased job.
+    emitted, and ``job`` is set to the leased job. Once it commits, the run and its stages
+    (``earlier`` ones, read in the transaction, and the group's new rows) are handed off to
+    the worker (:class:`~workflow_engine.kernel.runtime.StartedStages`).
     """
 
     worker_id: str
     queue: str | None
+    earlier: Sequence[WorkflowStageRecord] = ()
     job: JobRecord | None = None
 
 
@@ -92,6 +96,7 @@ def prepare_group(
     """Upsert PENDING rows for a group's stages and enqueue those that are PENDING; with
     ``start_next``, start one of them for its worker (see :class:`StartNext`)."""
     to_enqueue = []
+    rows: list[WorkflowStageRecord] = []
     started: tuple[WorkflowStageRecord, StartNext] | None = None
     for stage in workflow.get_stages_in_execution_group(group):
         node = workflow.require_stage(stage.id)
@@ -112,6 +117,7 @@ def prepare_group(
             ),
             update={},
         )
+        rows.append(row)
         # (a row left by an earlier attempt is kept as it is, so it is not started here)
         if start_next is not None and running and row.lease_token == running["lease_token"]:
             started = (row, start_next)
@@ -119,7 +125,25 @@ def prepare_group(
             to_enqueue.append(stage)
         elif row.status == Status.PENDING:
             to_enqueue.append(stage)
-    return enqueue_stages(scope, run, to_enqueue, started)
+    job_ids = enqueue_stages(scope, run, to_enqueue, started)
+    if started is not None:
+        _hand_off(scope, run, rows, started[1])
+    return job_ids
+
+
+def _hand_off(
+    scope: Scope, run: WorkflowRunRecord, rows: list[WorkflowStageRecord], start_next: StartNext
+) -> None:
+    """Once the transaction commits, leave the run and its stages as it wrote them to the
+    worker it started a stage for."""
+    assert start_next.job is not None and start_next.job.lease_token is not None
+    by_id = {row.id: row for row in start_next.earlier}
+    by_id.update((row.id, row) for row in rows)
+    stages = sorted(by_id.values(), key=lambda row: (row.execution_group, row.stage_number))
+    snapshot = LockedRun(run, stages)
+    token, runtime = start_next.job.lease_token, scope.runtime
+    at = runtime.now()
+    scope.tx.after_commit(lambda: runtime.started_stages.put(token, at, snapshot))
 
 
 def emit_stage_started(scope: Scope, row: WorkflowStageRecord, stage_name: str) -> None:
@@ -192,10 +216,11 @@ def advance_run(
     if workflow is None:
         return NOOP
     if not stages:
-        if claim_run_version(scope, run) is None:
+        claimed = claim_run_version(scope, run)
+        if claimed is None:
             return NOOP
         scope.emit("workflow:started", run.id)
-        prepare_group(scope, run, workflow, 1, 0, start_next)
+        prepare_group(scope, claimed, workflow, 1, 0, start_next)
         return RunTransitionResult(action="advanced", next_group=1)
     if any(stage.status in ACTIVE_STAGE_STATUSES for stage in stages):
         return NOOP
@@ -220,9 +245,10 @@ def advance_run(
     max_group = max(stage.execution_group for stage in stages)
     attempt = max(stage.attempt for stage in stages)
     if max_group < workflow.group_count:
-        if claim_run_version(scope, run) is None:
+        claimed = claim_run_version(scope, run)
+        if claimed is None:
             return NOOP
-        prepare_group(scope, run, workflow, max_group + 1, attempt, start_next)
+        prepare_group(scope, claimed, workflow, max_group + 1, attempt, start_next)
         return RunTransitionResult(action="advanced", next_group=max_group + 1)
     return complete_run(scope, run, workflow, stages, max_group)
 

@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -33,7 +34,7 @@ from workflow_engine.ports import (
     Registry,
     Scheduler,
 )
-from workflow_engine.records import NewOutboxEvent
+from workflow_engine.records import LockedRun, NewOutboxEvent
 
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
@@ -71,12 +72,45 @@ class Replayed(Exception):
         self.result = result
 
 
+class StartedStages:
+    """What the commits that started a stage for their own worker left of its run, by the
+    stage's lease token (``JobExecute.lease_next_to``), for that worker's ``job.execute`` to
+    run the stage from instead of reading the run and its stages back.
+
+    The commit checked the run under its lock, so the stage may start at once. A hand-off
+    older than :attr:`MAX_AGE` is not used: its worker was held up (a pause, a long GC) and
+    the database has the last word on whether the stage is still its own to run.
+    """
+
+    MAX_AGE = timedelta(seconds=1)
+    CAPACITY = 256  # hand-offs never taken (a host stopping) make room for new ones
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_token: dict[str, tuple[datetime, LockedRun]] = {}
+
+    def put(self, lease_token: str, at: datetime, snapshot: LockedRun) -> None:
+        with self._lock:
+            self._by_token[lease_token] = (at, snapshot)
+            if len(self._by_token) > self.CAPACITY:
+                del self._by_token[next(iter(self._by_token))]
+
+    def take(self, lease_token: str, now: datetime) -> LockedRun | None:
+        """The hand-off for ``lease_token`` (removed), unless there is none or it is stale."""
+        with self._lock:
+            entry = self._by_token.pop(lease_token, None)
+        if entry is None or now - entry[0] > self.MAX_AGE:
+            return None
+        return entry[1]
+
+
 @dataclass(frozen=True)
 class Runtime:
     """The kernel's ports and options, shared by every handler.
 
     ``ai_call_logger`` (optional) is where ``ctx.ai`` logs and where run totals read AI cost;
-    ``ai_providers`` finds (and caches) each model's provider, only when stage code calls one.
+    ``ai_providers`` finds (and caches) each model's provider, only when stage code calls one;
+    ``started_stages`` holds the hand-offs of :class:`StartedStages`.
     """
 
     persistence: Persistence
@@ -90,6 +124,7 @@ class Runtime:
     ai_call_logger: AICallLogger | None = None
     ai_models: ModelRegistry | None = None
     ai_providers: ProviderCache = field(default_factory=ProviderCache)
+    started_stages: StartedStages = field(default_factory=StartedStages)
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -3,12 +3,16 @@ enqueues a group starts one of its stages for the worker that asked, which runs 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from tests.unit.kernel.conftest import KernelEnv, TextIn, WordCount
 from workflow_engine import WorkflowBuilder, define_stage
 from workflow_engine.kernel.commands import JobExecute, JobExecuteResult, RunClaimPending
-from workflow_engine.records import JobRecord
+from workflow_engine.kernel.runtime import StartedStages
+from workflow_engine.records import JobRecord, LockedRun
 from workflow_engine.status import Status
 
 
@@ -186,16 +190,89 @@ def test_a_worker_lost_before_running_its_started_stage_is_taken_over_once(
     assert events.count("stage:completed") == 2 and events.count("workflow:completed") == 1
 
 
-def test_a_started_stage_whose_run_was_cancelled_is_not_run(env: KernelEnv) -> None:
+def test_a_started_stage_whose_run_was_cancelled_while_its_worker_was_held_up_is_not_run(
+    env: KernelEnv,
+) -> None:
     run_id, job = first_job(env, "two-stage")
     next_job = execute(env, job).next_job
     assert next_job is not None
     env.kernel.dispatch({"type": "run.cancel", "workflow_run_id": run_id})
+    env.clock.advance(2)  # older than a hand-off is used: the database decides
 
     result = execute(env, next_job, started=True)
 
     assert (result.outcome, result.ghost) == ("failed", True)
     assert env.probe.called("double") == 0
+
+
+def test_a_started_stage_runs_from_what_its_commit_wrote_without_reading_it_back(
+    env: KernelEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    for name in ("get_run", "get_stages_by_run"):
+        real = getattr(env.persistence, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            reads.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(env.persistence, name, counted)
+
+    def reads_to_run_the_second_stage(held_up: float) -> int:
+        run_id, job = first_job(env, "two-stage")
+        next_job = execute(env, job).next_job
+        assert next_job is not None
+        env.clock.advance(held_up)
+        reads.clear()
+        assert execute(env, next_job, started=True).outcome == "completed"
+        assert env.run(run_id).output == {"value": 2 * env.stage(run_id, "count").output["words"]}
+        assert started_events(env, run_id, "double") == 1
+        return len(reads)
+
+    # (a backend's lock_run may read through get_run itself: compare with a stale hand-off)
+    assert reads_to_run_the_second_stage(0) == reads_to_run_the_second_stage(2) - 2
+    assert env.probe.called("double") == 2
+
+
+def test_a_run_cancelled_just_after_the_commit_that_started_its_stage_keeps_no_result(
+    env: KernelEnv,
+) -> None:
+    run_id, job = first_job(env, "two-stage")
+    next_job = execute(env, job).next_job
+    assert next_job is not None
+    env.kernel.dispatch({"type": "run.cancel", "workflow_run_id": run_id})
+
+    result = execute(env, next_job, started=True)  # runs from the hand-off, checked after
+
+    assert (result.outcome, result.ghost) == ("failed", True)
+    assert env.run(run_id).status == Status.CANCELLED
+    assert env.stage(run_id, "double").status != Status.COMPLETED
+    events = [event.event_type for event in env.persistence.get_outbox_events(run_id)]
+    assert events.count("stage:completed") == 1  # the first stage's only
+
+
+def test_a_hand_off_is_used_once_and_not_when_stale() -> None:
+    started = StartedStages()
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    snapshot = LockedRun(run=None, stages=[])  # type: ignore[arg-type]
+    started.put("a", now, snapshot)
+    started.put("b", now, snapshot)
+
+    assert started.take("a", now + timedelta(milliseconds=999)) is snapshot
+    assert started.take("a", now) is None
+    assert started.take("b", now + StartedStages.MAX_AGE + timedelta(microseconds=1)) is None
+    assert started.take("unknown", now) is None
+
+
+def test_hand_offs_never_taken_make_room_for_new_ones() -> None:
+    started = StartedStages()
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    snapshot = LockedRun(run=None, stages=[])  # type: ignore[arg-type]
+    for index in range(StartedStages.CAPACITY + 1):
+        started.put(str(index), now, snapshot)
+
+    assert started.take("0", now) is None
+    assert started.take(str(StartedStages.CAPACITY), now) is snapshot
 
 
 def test_a_job_said_to_be_started_that_is_not_takes_the_usual_path(env: KernelEnv) -> None:

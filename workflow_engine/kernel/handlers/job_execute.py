@@ -142,14 +142,19 @@ def _mark_running(
 
 
 def _read_started(runtime: Runtime, command: JobExecute) -> _Begun | None:
-    """Phase 1 of a stage started when its job was leased (``command.stage_started``): two
-    reads and no transaction; ``None`` when anything is not as expected (the locked path
-    then decides)."""
-    persistence = runtime.persistence
-    run = persistence.get_run(command.workflow_run_id)
-    if run is None or run.status != Status.RUNNING:
-        return None
-    stages = persistence.get_stages_by_run(run.id)
+    """Phase 1 of a stage started when its job was leased (``command.stage_started``): what
+    the starting commit handed off (``runtime.started_stages``), else two reads, and no
+    transaction; ``None`` when anything is not as expected (the locked path then decides)."""
+    token = command.lease_token
+    handed_off = runtime.started_stages.take(token, runtime.now()) if token else None
+    if handed_off is not None:
+        run, stages = handed_off
+    else:
+        persistence = runtime.persistence
+        found = persistence.get_run(command.workflow_run_id)
+        if found is None or found.status != Status.RUNNING:
+            return None
+        run, stages = found, persistence.get_stages_by_run(found.id)
     row = next((row for row in stages if row.stage_id == command.stage_id), None)
     return _Begun(run, stages, row) if _started_under_this_lease(row, command) else None
 
@@ -193,7 +198,7 @@ def _settle(
     if command.lease_next_to is None:
         advance_run(scope, run, stages)
         return None
-    start_next = StartNext(command.lease_next_to, queue)
+    start_next = StartNext(command.lease_next_to, queue, earlier=stages)
     advance_run(scope, run, stages, start_next)
     return start_next.job
 
