@@ -60,6 +60,9 @@ class Publisher:
         )
 
     def _send(self, name: str, **options: Any) -> bool:
+        # Ids only: their plain repr spares Celery's safe-repr of them for the message headers.
+        options["argsrepr"] = repr(options.get("args") or ())
+        options["kwargsrepr"] = repr(options.get("kwargs") or {})
         try:
             self.app.send_task(name, **options)
         except Exception:
