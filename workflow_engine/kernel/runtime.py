@@ -83,17 +83,23 @@ class StartedStages:
     """
 
     MAX_AGE = timedelta(seconds=1)
-    CAPACITY = 256  # hand-offs never taken (a host stopping) make room for new ones
+    CAPACITY = 64  # a process runs few stages at once; more means some are never taken
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_token: dict[str, tuple[datetime, LockedRun]] = {}
 
     def put(self, lease_token: str, at: datetime, snapshot: LockedRun) -> None:
+        """Keep ``snapshot`` for ``lease_token``; drop hand-offs never taken (a host that
+        stopped, a job that failed first) once stale, and the oldest beyond the capacity."""
         with self._lock:
-            self._by_token[lease_token] = (at, snapshot)
-            if len(self._by_token) > self.CAPACITY:
-                del self._by_token[next(iter(self._by_token))]
+            by_token = self._by_token
+            while by_token:
+                oldest = next(iter(by_token))
+                if len(by_token) < self.CAPACITY and at - by_token[oldest][0] <= self.MAX_AGE:
+                    break
+                del by_token[oldest]
+            by_token[lease_token] = (at, snapshot)
 
     def take(self, lease_token: str, now: datetime) -> LockedRun | None:
         """The hand-off for ``lease_token`` (removed), unless there is none or it is stale."""

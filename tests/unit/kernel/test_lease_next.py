@@ -190,16 +190,24 @@ def test_a_worker_lost_before_running_its_started_stage_is_taken_over_once(
     assert events.count("stage:completed") == 2 and events.count("workflow:completed") == 1
 
 
-def test_a_started_stage_whose_run_was_cancelled_while_its_worker_was_held_up_is_not_run(
-    env: KernelEnv,
-) -> None:
+def cancel_then_run_the_started_stage(
+    env: KernelEnv, held_up: float
+) -> tuple[str, JobExecuteResult]:
+    """Settle a run's first stage (which starts the second for this worker), cancel the run,
+    and run the started stage ``held_up`` seconds later."""
     run_id, job = first_job(env, "two-stage")
     next_job = execute(env, job).next_job
     assert next_job is not None
     env.kernel.dispatch({"type": "run.cancel", "workflow_run_id": run_id})
-    env.clock.advance(2)  # older than a hand-off is used: the database decides
+    env.clock.advance(held_up)
+    return run_id, execute(env, next_job, started=True)
 
-    result = execute(env, next_job, started=True)
+
+def test_a_started_stage_whose_run_was_cancelled_while_its_worker_was_held_up_is_not_run(
+    env: KernelEnv,
+) -> None:
+    # (older than a hand-off is used: the database decides)
+    _, result = cancel_then_run_the_started_stage(env, held_up=2)
 
     assert (result.outcome, result.ghost) == ("failed", True)
     assert env.probe.called("double") == 0
@@ -237,12 +245,8 @@ def test_a_started_stage_runs_from_what_its_commit_wrote_without_reading_it_back
 def test_a_run_cancelled_just_after_the_commit_that_started_its_stage_keeps_no_result(
     env: KernelEnv,
 ) -> None:
-    run_id, job = first_job(env, "two-stage")
-    next_job = execute(env, job).next_job
-    assert next_job is not None
-    env.kernel.dispatch({"type": "run.cancel", "workflow_run_id": run_id})
-
-    result = execute(env, next_job, started=True)  # runs from the hand-off, checked after
+    # (runs from the hand-off; its result is checked when recorded)
+    run_id, result = cancel_then_run_the_started_stage(env, held_up=0)
 
     assert (result.outcome, result.ghost) == ("failed", True)
     assert env.run(run_id).status == Status.CANCELLED
@@ -273,6 +277,10 @@ def test_hand_offs_never_taken_make_room_for_new_ones() -> None:
 
     assert started.take("0", now) is None
     assert started.take(str(StartedStages.CAPACITY), now) is snapshot
+
+    started.put("old", now, snapshot)
+    started.put("new", now + StartedStages.MAX_AGE * 2, snapshot)
+    assert started._by_token.keys() == {"new"}  # the stale one is gone, not just unused
 
 
 def test_a_job_said_to_be_started_that_is_not_takes_the_usual_path(env: KernelEnv) -> None:
