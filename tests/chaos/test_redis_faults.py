@@ -15,7 +15,7 @@ pytestmark = pytest.mark.chaos
 
 RUNS = 40
 CONCURRENCY = 2
-RESTARTS = 3
+RESTARTS = 5
 
 
 def queued_messages(redis_server, queue: str) -> int:
